@@ -1,0 +1,165 @@
+"""The five task commands: detect, ground, caption, classify, ask."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from backend.contract import TaskOptions, TaskRequest, TaskResult
+from backend.errors import UserError
+from backend.prompts import DOTA_CLASSES
+from backend.resolution import DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE
+
+BUNDLED_MODEL = Path(__file__).resolve().parents[2] / "resources" / "models" / "demo"
+
+TASK_HELP = {
+    "detect": "find objects of the given classes; rotated boxes",
+    "ground": "find the object a phrase refers to; one box",
+    "caption": "describe the extent in a sentence",
+    "classify": "pick the scene class of the extent",
+    "ask": "answer a question about the extent",
+}
+
+
+def _numbers(text: str, count: int | None, what: str, kind=float) -> list:
+    try:
+        values = [kind(v) for v in text.replace(" ", "").split(",") if v != ""]
+    except ValueError:
+        raise UserError(f"{what} '{text}' is not a comma-separated list of numbers.", None) from None
+    if count is not None and len(values) != count:
+        raise UserError(f"{what} '{text}' has {len(values)} numbers, not {count}.", None)
+    return values
+
+
+def _classes(text: str) -> list[str]:
+    if text.strip().lower() == "dota":
+        return list(DOTA_CLASSES)
+    return [c.strip() for c in text.split(",") if c.strip()]
+
+
+def _common_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("raster", help="raster file (GeoTIFF or any format GDAL reads)")
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", help="checkpoint folder or hub id (e.g. Qingyun/RSCoVLM-7B-2512)")
+    model.add_argument("--adapter", help="LoRA adapter folder from a fine-tuning run")
+    model.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"], default="auto")
+    model.add_argument("--quantize", choices=["none", "8bit", "4bit"], default="none", help="bitsandbytes; needs CUDA")
+    model.add_argument("--batch-size", type=int, default=4, help="views per forward pass (default 4)")
+    model.add_argument("--max-new-tokens", type=int, help="answer length limit")
+    where = parser.add_argument_group("where")
+    where.add_argument(
+        "--extent",
+        help="xmin,ymin,xmax,ymax (default: the whole raster); write --extent=-77.5,... for a negative first value",
+    )
+    where.add_argument("--extent-crs", help="CRS of --extent: EPSG:xxxx, WKT or PROJ (default: the raster's)")
+    where.add_argument("--bands", help="1-based bands: one (grey) or three as R,G,B (default: RGB by colour interpretation)")
+    where.add_argument("--gsd", type=float, help="resample to this many metres per pixel (default: native)")
+    out = parser.add_argument_group("output")
+    out.add_argument("-o", "--output", help="write features to .gpkg, .geojson, .fgb or .txt (DOTA)")
+    out.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    out.add_argument("--no-progress", action="store_true", help="no progress bar (it only shows on a terminal anyway)")
+
+
+def register(subparsers) -> None:
+    for task, help_text in TASK_HELP.items():
+        parser = subparsers.add_parser(task, help=help_text, description=help_text)
+        _common_options(parser)
+        if task in ("detect", "classify"):
+            example = "plane,ship,small vehicle" if task == "detect" else "airport,harbor,farmland"
+            parser.add_argument("--classes", required=True, help=f"comma-separated, e.g. \"{example}\"; 'dota' for the DOTA-v1.0 list")
+        if task == "detect":
+            parser.add_argument("--tile-size", type=int, default=DEFAULT_TILE_SIZE, help=f"tile side in pixels (default {DEFAULT_TILE_SIZE})")
+            parser.add_argument("--tile-overlap", type=int, default=DEFAULT_TILE_OVERLAP, help=f"(default {DEFAULT_TILE_OVERLAP})")
+            parser.add_argument("--box-form", choices=["polygon", "rbox", "hbox"], default="polygon")
+            parser.add_argument("--nms-iou", type=float, default=0.1, help="merge duplicates across tiles above this IoU (default 0.1)")
+        if task == "ground":
+            parser.add_argument("--expression", required=True, help='what to find, e.g. "the white ship next to the pier"')
+        if task == "ask":
+            parser.add_argument("--question", required=True)
+        parser.set_defaults(handler=run_command, task=task)
+
+
+def build_request(args: argparse.Namespace) -> TaskRequest:
+    options = {"gsd": args.gsd, "max_new_tokens": args.max_new_tokens}
+    if args.bands:
+        options["bands"] = _numbers(args.bands, None, "--bands", int)
+    if args.task == "detect":
+        options.update(tile_size=args.tile_size, tile_overlap=args.tile_overlap, box_form=args.box_form, nms_iou=args.nms_iou)
+    fields = {
+        "task": args.task,
+        "raster": args.raster,
+        "extent": _numbers(args.extent, 4, "--extent") if args.extent else None,
+        "extent_crs": args.extent_crs,
+        "classes": _classes(args.classes) if getattr(args, "classes", None) is not None else None,
+        "expression": getattr(args, "expression", None),
+        "question": getattr(args, "question", None),
+    }
+    try:
+        return TaskRequest(**fields, options=TaskOptions(**{k: v for k, v in options.items() if v is not None}))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "__root__")
+        message = first.get("msg", str(exc)).removeprefix("Value error, ")
+        raise UserError(f"invalid input{f' ({where})' if where else ''}: {message}.", "See rscovlm " + args.task + " --help.") from None
+
+
+def resolve_model(args: argparse.Namespace) -> str:
+    if args.model:
+        return args.model
+    if (BUNDLED_MODEL / "config.json").is_file():
+        return str(BUNDLED_MODEL)
+    raise UserError(
+        "--model is required: no bundled demo checkpoint is installed yet.",
+        "Pass a checkpoint folder or a hub id, e.g. --model Qingyun/RSCoVLM-7B-2512.",
+    )
+
+
+def summary(result: TaskResult) -> str:
+    if result.task == "detect":
+        counts = Counter(f.properties["label"] for f in result.features)
+        listed = ", ".join(f"{label} {n}" for label, n in sorted(counts.items())) or "none"
+        return f"{len(result.features)} object(s): {listed} ({result.stats.views} tile(s))"
+    if result.task == "ground":
+        if not result.features:
+            return "not found"
+        coords = result.features[0].geometry["coordinates"][0]
+        xs, ys = [c[0] for c in coords], [c[1] for c in coords]
+        return f"found at {min(xs):.6g},{min(ys):.6g},{max(xs):.6g},{max(ys):.6g} ({result.crs or 'pixels'})"
+    if result.task == "classify" and result.features:
+        label = result.features[0].properties.get("label")
+        return f"{label or '(no class)'}  [{result.text}]"
+    return result.text or ""
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from backend.engine.local import load_local_engine
+    from backend.pipeline import TaskRun, drive
+    from backend.writers import output_format, write_result
+
+    request = build_request(args)
+    if args.output:
+        output_format(args.output)
+    model = resolve_model(args)
+    # Open the raster and plan the views before loading the model: bad input fails in a second.
+    with TaskRun(request, model) as run:
+        engine = load_local_engine(model, args.adapter, args.device, args.quantize, args.batch_size)
+        from tqdm import tqdm
+
+        with tqdm(total=run.total, unit="view", desc=args.task, file=sys.stderr, disable=True if args.no_progress else None) as bar:
+            result = drive(run, engine, progress=lambda done, total: bar.update(done - bar.n))
+    if args.output:
+        write_result(result, args.output)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(result.model_dump(mode="json")))
+    else:
+        print(summary(result))
+        if args.output:
+            print(f"wrote {args.output}")
+    return 0

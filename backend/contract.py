@@ -1,0 +1,123 @@
+"""The contract: what a task asks and what it answers. The CLI, the server and the plugin all
+speak these models; the plugin codes against their JSON schema.
+
+Results are GeoJSON FeatureCollections in the raster's CRS, with the CRS named both in `crs`
+(EPSG code or WKT) and in the GeoJSON 2008 `crs` member that QGIS and GDAL read.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from backend.resolution import DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, MAX_PIXELS, MIN_PIXELS
+
+Task = Literal["detect", "ground", "caption", "classify", "ask"]
+TASKS: tuple[str, ...] = ("detect", "ground", "caption", "classify", "ask")
+
+
+class TaskOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tile_size: int = Field(DEFAULT_TILE_SIZE, ge=56, le=4096, description="detection tile side, pixels at the working GSD")
+    tile_overlap: int = Field(DEFAULT_TILE_OVERLAP, ge=0, description="overlap of neighbouring detection tiles, pixels")
+    gsd: float | None = Field(None, gt=0, description="resample to this many metres per pixel; default: native")
+    bands: list[int] | None = Field(None, description="1-based band numbers: one (grey) or three (R,G,B)")
+    box_form: Literal["polygon", "rbox", "hbox"] = Field("polygon", description="detection answer form asked for")
+    nms_iou: float = Field(0.1, ge=0.0, le=1.0, description="rotated NMS IoU across tiles (DOTA merge: 0.1)")
+    max_new_tokens: int | None = Field(None, ge=1, le=8192, description="default: 1024 for detection, 128 otherwise")
+    min_pixels: int = Field(MIN_PIXELS, ge=28 * 28)
+    max_pixels: int = Field(MAX_PIXELS, ge=28 * 28)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TaskOptions":
+        if self.tile_overlap >= self.tile_size:
+            raise ValueError(f"tile_overlap ({self.tile_overlap}) must be smaller than tile_size ({self.tile_size})")
+        if self.min_pixels > self.max_pixels:
+            raise ValueError("min_pixels must not exceed max_pixels")
+        return self
+
+
+class TaskRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task: Task
+    raster: str = Field(description="path of the raster file as the backend sees it")
+    extent: tuple[float, float, float, float] | None = Field(None, description="xmin, ymin, xmax, ymax; default: whole raster")
+    extent_crs: str | None = Field(None, description="CRS of the extent (EPSG:xxxx, WKT, PROJ); default: the raster's")
+    classes: list[str] | None = None
+    expression: str | None = None
+    question: str | None = None
+    options: TaskOptions = Field(default_factory=TaskOptions)
+
+    @field_validator("classes")
+    @classmethod
+    def _clean_classes(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        cleaned = list(dict.fromkeys(c.strip() for c in value if c and c.strip()))
+        return cleaned
+
+    @model_validator(mode="after")
+    def _task_inputs(self) -> "TaskRequest":
+        if self.task in ("detect", "classify") and not self.classes:
+            raise ValueError(f"task '{self.task}' needs a non-empty list of classes")
+        if self.task == "ground" and not (self.expression and self.expression.strip()):
+            raise ValueError("task 'ground' needs an expression (what to find)")
+        if self.task == "ask" and not (self.question and self.question.strip()):
+            raise ValueError("task 'ask' needs a question")
+        return self
+
+
+class Feature(BaseModel):
+    type: Literal["Feature"] = "Feature"
+    geometry: dict[str, Any]
+    properties: dict[str, Any]
+
+
+class SkippedLine(BaseModel):
+    view: int
+    line: str
+    reason: str
+
+
+class TaskStats(BaseModel):
+    views: int = 0
+    views_skipped_nodata: int = 0
+    visual_tokens: int = 0
+    prompt_tokens: int = 0
+    new_tokens: int = 0
+    boxes_parsed: int = 0
+    boxes_merged_away: int = 0
+    lines_skipped: int = 0
+    skipped: list[SkippedLine] = Field(default_factory=list, description="first skipped lines, for diagnosis")
+
+
+class RasterInfo(BaseModel):
+    path: str
+    width: int
+    height: int
+    crs: str | None
+    transform: tuple[float, float, float, float, float, float]
+    window: tuple[int, int, int, int] = Field(description="col_off, row_off, width, height of the extent in pixels")
+
+
+class TaskResult(BaseModel):
+    type: Literal["FeatureCollection"] = "FeatureCollection"
+    task: Task
+    model: str
+    crs: str | None = Field(description="the raster's CRS: 'EPSG:xxxx' or WKT; null when it has none")
+    features: list[Feature] = Field(default_factory=list)
+    text: str | None = Field(None, description="caption, class or answer for the text tasks")
+    raster: RasterInfo
+    stats: TaskStats = Field(default_factory=TaskStats)
+    warnings: list[str] = Field(default_factory=list)
+
+    def geojson(self) -> dict[str, Any]:
+        """A plain GeoJSON FeatureCollection naming its CRS (GeoJSON 2008 `crs` member)."""
+        collection: dict[str, Any] = {"type": "FeatureCollection", "features": [f.model_dump() for f in self.features]}
+        if self.crs:
+            name = f"urn:ogc:def:crs:EPSG::{self.crs.split(':', 1)[1]}" if self.crs.startswith("EPSG:") else self.crs
+            collection["crs"] = {"type": "name", "properties": {"name": name}}
+        return collection

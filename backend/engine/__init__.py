@@ -1,0 +1,30 @@
+"""Engines turn conversations into answer texts. Only engines import torch.
+
+An engine takes a batch of conversations (images + texts, see `backend.prompts`) and returns
+one `Generation` per conversation, greedy. The local engine runs transformers in this process;
+other engines (an OpenAI-compatible server) implement the same two members.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+from backend.prompts import Conversation
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    prompt_tokens: int
+    visual_tokens: int
+    new_tokens: int
+
+
+class Engine(Protocol):
+    model_id: str
+    batch_size: int
+
+    def generate(self, conversations: Sequence[Conversation], max_new_tokens: int) -> list[Generation]: ...
+
+    def describe(self) -> dict: ...

@@ -1,0 +1,200 @@
+"""The local engine: a Qwen2.5-VL checkpoint run by transformers in this process.
+
+Loading goes through `from_pretrained` whether the checkpoint is RSCoVLM-7B from the hub or a
+tiny test model on disk. The processor's pixel limits are set as MODEL_IO says and checked by
+counting the visual tokens it produces, because setting them on the constructor alone does not
+always reach the resize step.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from typing import Sequence
+
+import numpy as np
+
+from backend.engine import Generation
+from backend.engine.loading import DeviceChoice, Placement, Quantize, check_adapter, check_checkpoint, choose_placement
+from backend.errors import UserError
+from backend.prompts import Conversation
+from backend.resolution import FACTOR, MAX_PIXELS, MIN_PIXELS, PATCH_SIZE, smart_resize
+
+
+def chat_messages(conversation: Conversation) -> tuple[list[dict], list[np.ndarray]]:
+    """Qwen chat-template messages and the images in the order their placeholders appear."""
+    messages, images = [], []
+    for message in conversation:
+        if message.images:
+            content = [{"type": "image"} for _ in message.images] + [{"type": "text", "text": message.text}]
+            images.extend(message.images)
+        else:
+            content = message.text
+        messages.append({"role": message.role, "content": content})
+    return messages, images
+
+
+def configure_pixel_limits(processor, min_pixels: int, max_pixels: int) -> None:
+    """Set the limits where the resize step reads them, then prove it by token count."""
+    image_processor = processor.image_processor
+    image_processor.size = {"shortest_edge": min_pixels, "longest_edge": max_pixels}
+    for name, value in (("min_pixels", min_pixels), ("max_pixels", max_pixels)):
+        if hasattr(image_processor, name):
+            setattr(image_processor, name, value)
+    for side in (int(np.sqrt(min_pixels)) // 2, int(np.sqrt(max_pixels)) * 2):
+        probe = np.zeros((side, side, 3), dtype=np.uint8)
+        grid = image_processor(images=[probe], return_tensors="pt")["image_grid_thw"][0].tolist()
+        expected = smart_resize(side, side, FACTOR, min_pixels, max_pixels)
+        if grid[1] * PATCH_SIZE != expected[0] or grid[2] * PATCH_SIZE != expected[1]:
+            raise RuntimeError(
+                f"the processor resized a {side}x{side} image to {grid[1] * PATCH_SIZE}x{grid[2] * PATCH_SIZE} "
+                f"instead of {expected[0]}x{expected[1]}: its pixel limits are not in effect"
+            )
+
+
+class LocalEngine:
+    def __init__(self, model, processor, placement: Placement, model_id: str, batch_size: int, min_pixels: int, max_pixels: int):
+        self.model = model
+        self.processor = processor
+        self.placement = placement
+        self.model_id = model_id
+        self.batch_size = max(1, int(batch_size))
+        self.min_pixels = min_pixels
+        self.max_pixels = max_pixels
+        self.generation_config = copy.deepcopy(model.generation_config)
+        # Greedy, as RSCoVLM was evaluated; sampling settings shipped with a checkpoint would only warn.
+        self.generation_config.do_sample = False
+        self.generation_config.num_beams = 1
+        for name in ("temperature", "top_p", "top_k"):
+            setattr(self.generation_config, name, None)
+
+    def describe(self) -> dict:
+        import torch
+
+        params = sum(p.numel() for p in self.model.parameters())
+        memory = {}
+        if self.placement.device == "cuda":
+            memory = {
+                "allocated_bytes": int(torch.cuda.memory_allocated()),
+                "peak_bytes": int(torch.cuda.max_memory_allocated()),
+            }
+        else:
+            import psutil
+
+            memory = {"rss_bytes": int(psutil.Process(os.getpid()).memory_info().rss)}
+        return {
+            "model": self.model_id,
+            "device": self.placement.device,
+            "dtype": self.placement.dtype_name,
+            "attention": self.placement.attention,
+            "quantize": self.placement.quantize,
+            "parameters": int(params),
+            "min_pixels": self.min_pixels,
+            "max_pixels": self.max_pixels,
+            "memory": memory,
+        }
+
+    def _expected_grid(self, image: np.ndarray) -> tuple[int, int]:
+        h, w = smart_resize(image.shape[0], image.shape[1], FACTOR, self.min_pixels, self.max_pixels)
+        return h // PATCH_SIZE, w // PATCH_SIZE
+
+    def _generate_batch(self, conversations: Sequence[Conversation], max_new_tokens: int) -> list[Generation]:
+        import torch
+
+        texts, images, image_counts = [], [], []
+        for conversation in conversations:
+            messages, conv_images = chat_messages(conversation)
+            texts.append(self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+            images.extend(conv_images)
+            image_counts.append(len(conv_images))
+        inputs = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
+        visual = []
+        if images:
+            grids = inputs["image_grid_thw"].tolist()
+            for image, (_, gh, gw) in zip(images, grids):
+                if (gh, gw) != self._expected_grid(image):
+                    raise RuntimeError(
+                        f"the processor gave a {gh}x{gw} patch grid for a {image.shape[1]}x{image.shape[0]} image, "
+                        f"not {self._expected_grid(image)}: coordinates would not map back"
+                    )
+                visual.append(gh * gw // 4)
+        inputs = inputs.to(self.model.device)
+        config = copy.copy(self.generation_config)
+        config.max_new_tokens = max_new_tokens
+        with torch.inference_mode():
+            output = self.model.generate(**inputs, generation_config=config)
+        prompt_length = inputs["input_ids"].shape[1]
+        new = output[:, prompt_length:]
+        decoded = self.processor.batch_decode(new, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        pad = self.processor.tokenizer.pad_token_id
+        prompt_tokens = inputs["attention_mask"].sum(dim=1).tolist()
+        results, cursor = [], 0
+        for row, (text, count) in enumerate(zip(decoded, image_counts)):
+            new_tokens = int((new[row] != pad).sum())
+            results.append(Generation(text.strip(), int(prompt_tokens[row]), int(sum(visual[cursor : cursor + count])), new_tokens))
+            cursor += count
+        return results
+
+    def generate(self, conversations: Sequence[Conversation], max_new_tokens: int) -> list[Generation]:
+        results: list[Generation] = []
+        for start in range(0, len(conversations), self.batch_size):
+            results.extend(self._generate_batch(conversations[start : start + self.batch_size], max_new_tokens))
+        return results
+
+
+def load_local_engine(
+    model: str,
+    adapter: str | None = None,
+    device: DeviceChoice = "auto",
+    quantize: Quantize = "none",
+    batch_size: int = 4,
+    min_pixels: int = MIN_PIXELS,
+    max_pixels: int = MAX_PIXELS,
+) -> LocalEngine:
+    source = check_checkpoint(model)
+    adapter_path = check_adapter(adapter) if adapter else None
+    placement = choose_placement(device, quantize)
+
+    import torch
+    from transformers import AutoProcessor, BitsAndBytesConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # the caller shows one progress bar: the task's
+
+    dtype = getattr(torch, placement.dtype_name)
+    kwargs: dict = {"dtype": dtype, "attn_implementation": placement.attention}
+    if quantize != "none":
+        # The vision tower stays in bf16: quantising it costs accuracy for little memory.
+        skip = ["visual", "lm_head"]
+        kwargs["quantization_config"] = (
+            BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+            if quantize == "8bit"
+            else BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=dtype,
+                llm_int8_skip_modules=skip,
+            )
+        )
+        kwargs["device_map"] = {"": 0}
+    try:
+        processor = AutoProcessor.from_pretrained(source)
+        network_model = Qwen2_5_VLForConditionalGeneration.from_pretrained(source, **kwargs)
+    except OSError as exc:
+        raise UserError(
+            f"could not load the model '{model}' ({str(exc).splitlines()[0]}).",
+            "If it is a hub id, download it once where there is internet "
+            f"(hf download {model} --local-dir models/{model.split('/')[-1]}) and pass that folder to --model.",
+        ) from exc
+    if quantize == "none":
+        network_model = network_model.to(placement.device)
+    if adapter_path:
+        from peft import PeftModel
+
+        network_model = PeftModel.from_pretrained(network_model, adapter_path)
+    network_model.eval()
+    processor.tokenizer.padding_side = "left"
+    configure_pixel_limits(processor, min_pixels, max_pixels)
+    model_id = model if not adapter_path else f"{model}+{adapter_path}"
+    return LocalEngine(network_model, processor, placement, model_id, batch_size, min_pixels, max_pixels)

@@ -1,0 +1,133 @@
+"""The literal prompt texts RSCoVLM checkpoints were trained on (see MODEL_IO.md).
+
+A real checkpoint answers badly to paraphrases, so every string here is exact; tests pin them.
+A conversation is a list of `Message`s; user messages carry their images before their text,
+the order RSCoVLM's training data uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Sequence
+
+import numpy as np
+
+BoxForm = Literal["polygon", "rbox", "hbox"]
+
+DETECTION_SYSTEM = {
+    "polygon": (
+        "As an AI assistant, you specialize in accurate oriented object detection, delivering "
+        "coordinates of the polygon vertices in plain text format 'x1,y1,x2,y2,x3,y3,x4,y4 object'."
+    ),
+    "rbox": (
+        "As an AI assistant, you specialize in accurate oriented object detection, delivering "
+        "coordinates in plain text format 'x,y,w,h,a object'."
+    ),
+    "hbox": (
+        "As an AI assistant, you specialize in accurate image object detection, delivering "
+        "coordinates in plain text format 'x1,y1,x2,y2 object'."
+    ),
+}
+NO_OBJECTS = "There are none."
+CAPTION_PROMPT = "Describe the image"
+CLASSIFY_PREFIX = "Classify the image within one of the given classes:"
+VQA_SUFFIX = " Answer the question using a single word or a short phrase."
+MULTIPLE_CHOICE_INFIX = " The choices are listed below: "
+MULTIPLE_CHOICE_SUFFIX = (
+    "Select the best answer to the above multiple-choice question based on the image. "
+    "Respond with only the letter (A, B, C, D, or E) of the correct option.\nThe best answer is:"
+)
+
+# DOTA-v1.0 classes as users type them; offered by the CLI help and the plugin.
+DOTA_CLASSES = (
+    "plane",
+    "ship",
+    "storage tank",
+    "baseball diamond",
+    "tennis court",
+    "basketball court",
+    "ground track field",
+    "harbor",
+    "bridge",
+    "large vehicle",
+    "small vehicle",
+    "helicopter",
+    "roundabout",
+    "soccer ball field",
+    "swimming pool",
+)
+
+
+@dataclass(frozen=True)
+class Message:
+    role: Literal["system", "user", "assistant"]
+    text: str
+    images: tuple[np.ndarray, ...] = field(default=())
+
+
+Conversation = list[Message]
+
+
+def normalise_category(name: str) -> str:
+    """The category spelling of the training data: lower case, '-' and '_' as spaces."""
+    return " ".join(name.replace("-", " ").replace("_", " ").lower().split())
+
+
+def detection_categories(classes: Sequence[str]) -> list[str]:
+    """Normalised, de-duplicated and sorted, as the training prompts list them."""
+    return sorted({normalise_category(c) for c in classes if normalise_category(c)})
+
+
+def detection_prompt(classes: Sequence[str], form: BoxForm = "polygon") -> tuple[str, str]:
+    """(system, user) for oriented or horizontal detection. The user text ends with the '.'
+    that the public evaluator appends: the published scores were measured with it."""
+    return DETECTION_SYSTEM[form], f"find the {', '.join(detection_categories(classes))}."
+
+
+def grounding_prompt(expression: str) -> tuple[str, str]:
+    return DETECTION_SYSTEM["hbox"], f"find the {expression.strip()}"
+
+
+def classification_prompt(classes: Sequence[str]) -> str:
+    return CLASSIFY_PREFIX + ",".join(c.strip() for c in classes) + "."
+
+
+def vqa_prompt(question: str) -> str:
+    return question.strip() + VQA_SUFFIX
+
+
+def region_caption_prompt(box: Sequence[int]) -> str:
+    return f"[identify] What is the object present at {list(int(v) for v in box)}"
+
+
+def multiple_choice_prompt(question: str, options: Sequence[str]) -> str:
+    letters = "ABCDE"
+    listed = "\n".join(f"{letters[i]}. {o}" for i, o in enumerate(options))
+    return question.strip() + MULTIPLE_CHOICE_INFIX + "\n" + listed + "\n" + MULTIPLE_CHOICE_SUFFIX
+
+
+def single_turn(image: np.ndarray, user: str, system: str | None = None) -> Conversation:
+    messages: Conversation = [Message("system", system)] if system else []
+    messages.append(Message("user", user, (image,)))
+    return messages
+
+
+def corpus_for_tokenizer() -> list[str]:
+    """Texts a from-scratch tokenizer is trained on, so task words become single tokens."""
+    classes = list(DOTA_CLASSES)
+    lines = list(DETECTION_SYSTEM.values()) + [
+        NO_OBJECTS,
+        CAPTION_PROMPT,
+        CLASSIFY_PREFIX,
+        VQA_SUFFIX,
+        MULTIPLE_CHOICE_INFIX,
+        MULTIPLE_CHOICE_SUFFIX,
+        "You are a helpful assistant.",
+        detection_prompt(classes)[1],
+        grounding_prompt("the white ship next to the pier")[1],
+        "Zoom in to the region of interest and answer the question.",
+        "Here's the zoomed-in image. You can complete your task now.",
+        '{"name": "image_zoom_in", "arguments": {"bbox": [1, 2, 3, 4]}}',
+    ]
+    lines += [f"0,1,2,3,4,5,6,7 {c}" for c in classes]
+    return lines

@@ -1,0 +1,267 @@
+"""Raster input: open, find the pixels of an extent, read views. Windowed reads only.
+
+The whole raster is never read: every view is one windowed read at the size the model will
+see, so GDAL takes decimated reads from overviews when a view covers more pixels than the
+budget. 1-band rasters become grey RGB, 16-bit and float data are stretched to 8 bits by
+robust percentiles measured once per extent (so tiles share one stretch), and nodata / masks
+are honoured (masked pixels are black and counted).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import ColorInterp, Resampling
+from rasterio.errors import CRSError, NotGeoreferencedWarning, RasterioIOError
+from rasterio.warp import transform_bounds
+from rasterio.windows import Window
+
+from backend.errors import UserError
+from backend.georef import View, map_to_raster
+
+# GDAL's block cache defaults to 5% of RAM; bounded, memory stays flat whatever the raster size.
+GDAL_OPTIONS = {"GDAL_CACHEMAX": 256 * 2**20}
+STRETCH_PERCENTILES = (2.0, 98.0)
+STRETCH_SAMPLE_SIDE = 1024  # longest side of the decimated read the stretch is measured on
+METRES_PER_DEGREE = 111_320.0
+
+
+@dataclass(frozen=True)
+class PixelWindow:
+    """Whole raster pixels: [col_off, col_off + width) x [row_off, row_off + height)."""
+
+    col_off: int
+    row_off: int
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class ViewImage:
+    image: np.ndarray  # (out_height, out_width, 3) uint8
+    valid_fraction: float  # share of pixels that are not nodata / masked
+
+
+@dataclass
+class Stretch:
+    """Per-band linear map of [low, high] onto [0, 255]; None for 8-bit data, shown as is."""
+
+    low: np.ndarray | None = None
+    high: np.ndarray | None = None
+
+    def apply(self, data: np.ndarray) -> np.ndarray:
+        if self.low is None:
+            return np.clip(data, 0, 255).astype(np.uint8)
+        low = self.low[:, None, None]
+        span = (self.high - self.low)[:, None, None]
+        scaled = (data.astype(np.float32) - low) * (255.0 / span)
+        return np.clip(np.nan_to_num(scaled, nan=0.0), 0, 255).astype(np.uint8)
+
+
+def parse_crs(text: str) -> CRS:
+    try:
+        return CRS.from_user_input(text)
+    except (CRSError, ValueError, TypeError) as exc:
+        raise UserError(
+            f"unknown CRS '{text}'.", "Use an EPSG code such as EPSG:32633, an OGC WKT string or a PROJ string."
+        ) from exc
+
+
+def crs_name(crs: CRS | None) -> str | None:
+    """'EPSG:32633' when the CRS has an EPSG code, else its WKT (non-EPSG CRSs are kept whole)."""
+    if crs is None:
+        return None
+    epsg = crs.to_epsg(confidence_threshold=90)
+    return f"EPSG:{epsg}" if epsg else crs.to_wkt()
+
+
+def default_bands(dataset) -> list[int]:
+    """Red, green and blue by colour interpretation; else the first three bands; grey for 1-2."""
+    interp = list(dataset.colorinterp)
+    if all(c in interp for c in (ColorInterp.red, ColorInterp.green, ColorInterp.blue)):
+        return [interp.index(c) + 1 for c in (ColorInterp.red, ColorInterp.green, ColorInterp.blue)]
+    usable = [i + 1 for i, c in enumerate(interp) if c != ColorInterp.alpha]
+    if len(usable) >= 3:
+        return usable[:3]
+    return [usable[0]] * 3 if usable else [1, 1, 1]
+
+
+@dataclass
+class RasterSource:
+    """An open raster and what is needed to read views of it."""
+
+    path: str
+    dataset: rasterio.io.DatasetReader
+    bands: list[int]
+    georeferenced: bool
+    warnings: list[str] = field(default_factory=list)
+    _stretch: dict = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, path: str | Path, bands: Sequence[int] | None = None) -> "RasterSource":
+        path = str(path)
+        if not Path(path).exists():
+            raise UserError(f"raster file not found: {path}", "Check the path (relative paths start at the current folder).")
+        if Path(path).is_dir():
+            raise UserError(f"{path} is a folder, not a raster file.", "Pass the GeoTIFF (or other raster) file itself.")
+        try:
+            with rasterio.Env(**GDAL_OPTIONS), warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                dataset = rasterio.open(path)
+        except RasterioIOError as exc:
+            reason = str(exc).split(": ", 1)[-1] if "not recognized" not in str(exc) else "not a format GDAL reads"
+            raise UserError(f"{path} is not a readable raster ({reason}).", "Pass a GeoTIFF or another raster format GDAL opens.") from exc
+        notes = []
+        georeferenced = dataset.crs is not None or dataset.transform != Affine.identity()
+        if not georeferenced:
+            notes.append(
+                f"{Path(path).name} has no georeferencing: results are in pixel coordinates "
+                "(x = column, y = row from the top) and carry no CRS."
+            )
+        elif dataset.crs is None:
+            notes.append(f"{Path(path).name} has a geotransform but no CRS: results carry no CRS.")
+        chosen = list(bands) if bands else default_bands(dataset)
+        bad = [b for b in chosen if not 1 <= b <= dataset.count]
+        if bad or len(chosen) not in (1, 3):
+            dataset.close()
+            raise UserError(
+                f"--bands {','.join(map(str, chosen))} does not fit {Path(path).name}, which has {dataset.count} band(s).",
+                "Give one band (shown as grey) or three bands (red,green,blue), numbered from 1.",
+            )
+        if len(chosen) == 1:
+            chosen = chosen * 3
+        return cls(path, dataset, chosen, georeferenced, notes)
+
+    def close(self) -> None:
+        self.dataset.close()
+
+    def __enter__(self) -> "RasterSource":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def crs(self) -> CRS | None:
+        return self.dataset.crs
+
+    @property
+    def transform(self) -> Affine:
+        return self.dataset.transform
+
+    @property
+    def width(self) -> int:
+        return self.dataset.width
+
+    @property
+    def height(self) -> int:
+        return self.dataset.height
+
+    def bounds_text(self) -> str:
+        b = self.dataset.bounds
+        where = crs_name(self.crs) or "pixel coordinates"
+        return f"{b.left:.10g},{b.bottom:.10g},{b.right:.10g},{b.top:.10g} in {where}"
+
+    def window_for_extent(self, extent: Sequence[float] | None, extent_crs: str | None = None) -> PixelWindow:
+        """The raster pixels covering an extent (xmin, ymin, xmax, ymax), clipped to the raster.
+        The extent is reprojected into the raster's CRS first; without one, the whole raster."""
+        if extent is None:
+            return PixelWindow(0, 0, self.width, self.height)
+        xmin, ymin, xmax, ymax = (float(v) for v in extent)
+        if not all(math.isfinite(v) for v in (xmin, ymin, xmax, ymax)) or xmin >= xmax or ymin >= ymax:
+            raise UserError(
+                f"extent {xmin:g},{ymin:g},{xmax:g},{ymax:g} is empty or inverted.",
+                "Give --extent as xmin,ymin,xmax,ymax with xmin < xmax and ymin < ymax.",
+            )
+        if extent_crs:
+            target = parse_crs(extent_crs)
+            if self.crs is None:
+                raise UserError(
+                    f"--extent-crs {extent_crs} was given but {Path(self.path).name} has no CRS to reproject into.",
+                    "Give the extent in the raster's own coordinates and leave out --extent-crs.",
+                )
+            if target != self.crs:
+                try:
+                    xmin, ymin, xmax, ymax = transform_bounds(target, self.crs, xmin, ymin, xmax, ymax, densify_pts=21)
+                except Exception as exc:  # PROJ refuses points outside a projection's domain
+                    raise UserError(
+                        f"the extent cannot be reprojected from {extent_crs} into the raster's CRS ({exc}).",
+                        "Check the extent's CRS: geographic extents are lon,lat order (xmin = west).",
+                    ) from exc
+        corners = np.array([[xmin, ymin], [xmax, ymin], [xmax, ymax], [xmin, ymax]])
+        colrow = map_to_raster(corners, self.transform)
+        c0, r0 = np.floor(colrow.min(axis=0) + 1e-9)
+        c1, r1 = np.ceil(colrow.max(axis=0) - 1e-9)
+        c0, r0 = max(0, int(c0)), max(0, int(r0))
+        c1, r1 = min(self.width, int(c1)), min(self.height, int(r1))
+        if c1 <= c0 or r1 <= r0:
+            raise UserError(
+                f"the extent does not overlap the raster (raster bounds: {self.bounds_text()}).",
+                "Choose an extent inside the raster, or give --extent-crs when the extent is in another CRS.",
+            )
+        return PixelWindow(c0, r0, c1 - c0, r1 - r0)
+
+    def pixel_size_m(self, window: PixelWindow) -> tuple[float, float] | None:
+        """Ground size of one raster pixel in metres (x, y); None without a georeference."""
+        if not self.georeferenced:
+            return None
+        t = self.transform
+        sx, sy = math.hypot(t.a, t.d), math.hypot(t.b, t.e)
+        if self.crs is not None and self.crs.is_geographic:
+            centre_row = window.row_off + window.height / 2
+            lat = (t * (window.col_off + window.width / 2, centre_row))[1]
+            return sx * METRES_PER_DEGREE * max(math.cos(math.radians(lat)), 1e-6), sy * METRES_PER_DEGREE
+        factor = self.crs.linear_units_factor[1] if self.crs is not None and self.crs.is_projected else 1.0
+        return sx * factor, sy * factor
+
+    def _read(self, col_off: float, row_off: float, width: float, height: float, out_w: int, out_h: int) -> np.ma.MaskedArray:
+        unique = sorted(set(self.bands))
+        with rasterio.Env(**GDAL_OPTIONS):
+            data = self.dataset.read(
+                indexes=unique,
+                window=Window(col_off, row_off, width, height),
+                out_shape=(len(unique), out_h, out_w),
+                resampling=Resampling.bilinear,
+                masked=True,
+            )
+        return data[[unique.index(b) for b in self.bands]]
+
+    def stretch_for(self, window: PixelWindow) -> Stretch:
+        """Robust percentiles of the extent, from one decimated read (overviews when present)."""
+        key = (window.col_off, window.row_off, window.width, window.height)
+        if key in self._stretch:
+            return self._stretch[key]
+        if all(np.dtype(self.dataset.dtypes[b - 1]) == np.uint8 for b in self.bands):
+            stretch = Stretch()
+        else:
+            scale = min(1.0, STRETCH_SAMPLE_SIDE / max(window.width, window.height))
+            out_w, out_h = max(1, round(window.width * scale)), max(1, round(window.height * scale))
+            sample = self._read(window.col_off, window.row_off, window.width, window.height, out_w, out_h)
+            low, high = [], []
+            for band in sample:
+                values = band.compressed().astype(np.float64)
+                values = values[np.isfinite(values)]
+                lo, hi = np.percentile(values, STRETCH_PERCENTILES) if values.size else (0.0, 255.0)
+                low.append(lo)
+                high.append(hi if hi > lo else lo + 1.0)
+            stretch = Stretch(np.asarray(low), np.asarray(high))
+        self._stretch[key] = stretch
+        return stretch
+
+    def read_view(self, view: View, stretch: Stretch) -> ViewImage:
+        data = self._read(view.col_off, view.row_off, view.width, view.height, view.out_width, view.out_height)
+        invalid = np.ma.getmaskarray(data).any(axis=0)
+        raw = np.ma.getdata(data)
+        if np.issubdtype(raw.dtype, np.floating):
+            invalid |= ~np.isfinite(raw).all(axis=0)
+        image = stretch.apply(raw)
+        image[:, invalid] = 0
+        return ViewImage(np.ascontiguousarray(image.transpose(1, 2, 0)), float(1.0 - invalid.mean()))

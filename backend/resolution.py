@@ -1,0 +1,88 @@
+"""Dynamic resolution: how many pixels the model sees, and how an extent becomes views.
+
+Pure functions. A *view* size returned here is always a `smart_resize` fixed point (sides are
+multiples of 28 inside the pixel budget), so the processor leaves the image as it is and the
+coordinates the model answers in are exactly the pixels of the image we read.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+PATCH_SIZE = 14
+MERGE_SIZE = 2
+FACTOR = PATCH_SIZE * MERGE_SIZE  # one language-model token per 28x28 pixels
+MIN_PIXELS = 64 * FACTOR * FACTOR  # 224^2, the released multi-task recipe
+MAX_PIXELS = 1296 * FACTOR * FACTOR  # 1008^2: at most 1296 visual tokens per image
+MAX_ASPECT_RATIO = 200
+
+# Detection was trained and evaluated on 512 px tiles; neighbouring tiles overlap so an object
+# cut by one tile edge is whole in the next (merged afterwards by rotated NMS).
+DEFAULT_TILE_SIZE = 512
+DEFAULT_TILE_OVERLAP = 128
+
+
+def smart_resize(
+    height: int, width: int, factor: int = FACTOR, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS
+) -> tuple[int, int]:
+    """Qwen2.5-VL's resize rule: sides to multiples of `factor`, area into [min, max]."""
+    if height <= 0 or width <= 0:
+        raise ValueError(f"image size must be positive, got {height}x{width}")
+    if max(height, width) / min(height, width) > MAX_ASPECT_RATIO:
+        raise ValueError(
+            f"aspect ratio {max(height, width) / min(height, width):.0f} is over {MAX_ASPECT_RATIO}; "
+            "choose a less elongated extent"
+        )
+    h_bar = round(height / factor) * factor
+    w_bar = round(width / factor) * factor
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def visual_tokens(height: int, width: int) -> int:
+    """Language-model tokens of an image already at a smart_resize size."""
+    return (height // FACTOR) * (width // FACTOR)
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A tile in the (possibly resampled) pixel grid of the extent: offset and size."""
+
+    index: int
+    x: int
+    y: int
+    width: int
+    height: int
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets covering [0, length) with tiles of `tile` px overlapping by `overlap` px.
+    The last tile is moved back to end at the edge (as the DOTA split does) rather than
+    being a thin sliver with little context."""
+    if length <= tile:
+        return [0]
+    step = tile - overlap
+    starts = list(range(0, length - tile, step))
+    starts.append(length - tile)
+    return starts
+
+
+def plan_tiles(width: int, height: int, tile: int = DEFAULT_TILE_SIZE, overlap: int = DEFAULT_TILE_OVERLAP) -> list[Tile]:
+    """Row-major tiles over an extent of width x height pixels (at the working GSD)."""
+    if tile < FACTOR:
+        raise ValueError(f"tile size {tile} is below {FACTOR} px, the model's smallest patch grid")
+    if not 0 <= overlap < tile:
+        raise ValueError(f"tile overlap {overlap} must be at least 0 and less than the tile size {tile}")
+    tiles = []
+    for y in tile_starts(height, tile, overlap):
+        for x in tile_starts(width, tile, overlap):
+            tiles.append(Tile(len(tiles), x, y, min(tile, width - x), min(tile, height - y)))
+    return tiles

@@ -1,0 +1,107 @@
+"""Writing results: GeoPackage (default), GeoJSON, FlatGeobuf, and DOTA txt for interchange.
+
+Every file is written under a temporary name beside the target and renamed over it at the end,
+so a failure leaves the previous file whole and never a half-written one.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from pyogrio.raw import write as write_vector
+import shapely
+from rasterio.crs import CRS
+
+from backend.contract import TaskResult
+from backend.errors import UserError
+from backend.geometry import order_vertices
+from backend.georef import map_to_raster
+
+DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON", ".fgb": "FlatGeobuf"}
+FIELDS = ("task", "label", "model", "prompt", "tile", "raw_text", "text")
+LAYER_NAMES = {"detect": "detections", "ground": "grounding", "caption": "caption", "classify": "classification", "ask": "answer"}
+
+
+class _Staged:
+    """A temporary file beside `target`, renamed over it only when the block succeeds."""
+
+    def __init__(self, target: Path):
+        self.target = target
+
+    def __enter__(self) -> Path:
+        if not self.target.parent.is_dir():
+            raise UserError(f"output folder {self.target.parent} does not exist.", "Create it first or choose another -o path.")
+        fd, name = tempfile.mkstemp(prefix=f".{self.target.stem}.", suffix=self.target.suffix, dir=self.target.parent)
+        os.close(fd)
+        os.unlink(name)  # GDAL drivers create the file themselves
+        self.staging = Path(name)
+        return self.staging
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            os.replace(self.staging, self.target)
+        else:
+            self.staging.unlink(missing_ok=True)
+
+
+def output_format(path: str | Path) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix == ".txt":
+        return "DOTA"
+    if suffix not in DRIVERS:
+        raise UserError(
+            f"cannot tell the output format of '{path}'.",
+            "End the file name in .gpkg, .geojson, .fgb or .txt (DOTA).",
+        )
+    return DRIVERS[suffix]
+
+
+def write_result(result: TaskResult, path: str | Path) -> Path:
+    target = Path(path)
+    fmt = output_format(target)
+    if fmt == "DOTA":
+        return write_dota(result, target)
+    geometry = np.array([shapely.to_wkb(shapely.geometry.shape(f.geometry)) for f in result.features], dtype=object)
+    columns = []
+    for name in FIELDS:
+        values = [f.properties.get(name) for f in result.features]
+        if name == "tile":
+            columns.append(np.array([-1 if v is None else int(v) for v in values], dtype=np.int32))
+        else:
+            columns.append(np.array(["" if v is None else str(v) for v in values], dtype=object))
+    crs = CRS.from_user_input(result.crs).to_wkt() if result.crs else None
+    with _Staged(target) as staging:
+        write_vector(
+            str(staging),
+            geometry,
+            columns,
+            list(FIELDS),
+            layer=LAYER_NAMES[result.task],
+            driver=fmt,
+            geometry_type="Polygon",
+            crs=crs,
+        )
+    return target
+
+
+def write_dota(result: TaskResult, path: str | Path) -> Path:
+    """Raster-pixel corners per object: `x1 y1 x2 y2 x3 y3 x4 y4 label`, labels with '-' for
+    spaces (DOTA class names), vertices clockwise from the top-most."""
+    target = Path(path)
+    from affine import Affine
+
+    transform = Affine(*result.raster.transform)
+    lines = []
+    for feature in result.features:
+        ring = np.asarray(feature.geometry["coordinates"][0], dtype=float)[:-1]
+        if len(ring) != 4:
+            continue
+        pixels = order_vertices(map_to_raster(ring, transform))
+        label = str(feature.properties.get("label", "")).strip().replace(" ", "-") or "object"
+        lines.append(" ".join(f"{v:.1f}" for v in pixels.reshape(-1)) + f" {label}")
+    with _Staged(target) as staging:
+        staging.write_text("".join(line + "\n" for line in lines))
+    return target

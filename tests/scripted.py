@@ -1,0 +1,36 @@
+"""An engine that answers with scripted texts, for tests that need to know what the model
+said (mapping back, merging, the Zoom-in Chain). Everything around it is the real pipeline;
+the real model classes are exercised through the tiny checkpoint elsewhere."""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from backend.engine import Generation
+from backend.prompts import Conversation
+from backend.resolution import visual_tokens
+
+
+class ScriptedEngine:
+    def __init__(self, answer: Callable[[Conversation], str] | Sequence[str], batch_size: int = 4, model_id: str = "scripted"):
+        self.answer = answer
+        self.batch_size = batch_size
+        self.model_id = model_id
+        self.seen: list[Conversation] = []
+
+    def _next(self, conversation: Conversation) -> str:
+        if callable(self.answer):
+            return self.answer(conversation)
+        return self.answer[(len(self.seen) - 1) % len(self.answer)]
+
+    def generate(self, conversations: Sequence[Conversation], max_new_tokens: int) -> list[Generation]:
+        out = []
+        for conversation in conversations:
+            self.seen.append(conversation)
+            images = [img for message in conversation for img in message.images]
+            tokens = sum(visual_tokens(img.shape[0], img.shape[1]) for img in images)
+            out.append(Generation(self._next(conversation), tokens + 20, tokens, 10))
+        return out
+
+    def describe(self) -> dict:
+        return {"model": self.model_id, "device": "cpu"}

@@ -1,0 +1,1 @@
+"""Training: datasets from labelled layers, co-training mixtures, fine-tuning, scratch models."""
