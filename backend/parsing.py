@@ -18,13 +18,14 @@ from typing import Sequence
 import numpy as np
 
 from backend.geometry import hbox_to_points, rbox_to_points, rectify
-from backend.prompts import NO_OBJECTS, normalise_category
+from backend.prompts import NO_OBJECTS, ZOOM_TOOL, normalise_category
 
 _NUMBER = r"-?\d+(?:\.\d+)?"
 _COORDS_LINE = re.compile(rf"^\s*[\[(]?\s*((?:{_NUMBER}\s*,\s*)*{_NUMBER})\s*[\])]?\s*(.*?)\s*$")
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
 _MAX_COORD = 1e6  # beyond any image; a runaway number, not a coordinate
 _MAX_LINE = 2000  # a longer "line" is a runaway generation; regexes stay linear below this
+_TOOL_CALL = re.compile(r"<tool_call>(.*?)(?:</tool_call>|$)", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ def _points_from_numbers(values: list[float], size: tuple[int, int]) -> tuple[np
     elif n == 4:
         form = "hbox"
     else:
-        return None, "", f"{n} numbers (expected 4, 5 or 8)"
+        return None, "", f"{n} number(s), expected 4, 5 or 8"
     coords = list(values)
     position = coords if form != "rbox" else coords[:4]
     # MODEL_IO: answers with every value <= 1 are the one place normalised coordinates appear.
@@ -218,3 +219,75 @@ def match_class_in_text(text: str, classes: Sequence[str]) -> str | None:
     if contained:
         return max(contained, key=lambda c: len(normalise_category(c)))
     return match_label(text, classes, cutoff=0.8)
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A zoom request read from an answer. `called` is False for a plain answer; `box` is None
+    when the model asked to zoom but the request cannot be used, and `note` says why (or, with
+    a box, how it was adjusted to fit the image)."""
+
+    called: bool
+    box: tuple[float, float, float, float] | None = None  # x1, y1, x2, y2 in view pixels, inside the view
+    note: str = ""
+
+
+def _tool_call_body(text: str) -> str | None:
+    """The JSON inside <tool_call>...</tool_call> (an unclosed tag runs to the end), or a bare
+    JSON call naming the zoom tool; None when the answer calls no tool."""
+    match = _TOOL_CALL.search(text)
+    if match:
+        return match.group(1).strip()
+    stripped = text.strip()
+    if stripped.startswith("{") and ZOOM_TOOL in stripped:
+        return stripped
+    return None
+
+
+def parse_tool_call(text: str, size: tuple[int, int]) -> ToolCall:
+    """The `image_zoom_in` box an answer asks for, in the pixels of the image of size
+    (width, height) it was asked about. Reversed corners are put in order and a box reaching
+    past the image is clipped to it; a box wholly outside, without area, or not four numbers
+    is refused with the reason."""
+    if not isinstance(text, str):
+        return ToolCall(False)
+    body = _tool_call_body(text)
+    if body is None:
+        return ToolCall(False)
+    try:
+        call = json.loads(body)
+    except (ValueError, RecursionError):
+        return ToolCall(True, None, "the tool call is not valid JSON")
+    if not isinstance(call, dict):
+        return ToolCall(True, None, "the tool call is not a JSON object")
+    if call.get("name") != ZOOM_TOOL:
+        return ToolCall(True, None, f"the tool call names {str(call.get('name'))[:40]!r}, not {ZOOM_TOOL!r}")
+    arguments = call.get("arguments")
+    if isinstance(arguments, str):  # OpenAI-style servers pass arguments as a JSON string
+        try:
+            arguments = json.loads(arguments)
+        except (ValueError, RecursionError):
+            arguments = None
+    values = arguments.get("bbox", arguments.get("bbox_2d")) if isinstance(arguments, dict) else None
+    if (
+        not isinstance(values, list)
+        or len(values) != 4
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    ):
+        return ToolCall(True, None, "the tool call's bbox is not four numbers [x1, y1, x2, y2]")
+    if not all(np.isfinite(values)):
+        return ToolCall(True, None, "the tool call's bbox holds a number that is not finite")
+    points, _, reason = _points_from_numbers([float(v) for v in values], size)
+    if points is None:
+        return ToolCall(True, None, f"the tool call's bbox {values}: {reason}")
+    width, height = size
+    (x1, y1), (x2, y2) = points.min(axis=0), points.max(axis=0)
+    inside = (max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height)))
+    if inside[2] <= inside[0] or inside[3] <= inside[1]:
+        return ToolCall(True, None, f"the tool call's bbox {values} lies outside the {width}x{height} image")
+    notes = []
+    if values[0] > values[2] or values[1] > values[3]:
+        notes.append("corners given in reverse order")
+    if inside != (x1, y1, x2, y2):
+        notes.append(f"clipped to the {width}x{height} image")
+    return ToolCall(True, tuple(float(v) for v in inside), "; ".join(notes))

@@ -20,15 +20,18 @@ from backend.georef import View, raster_to_map
 from backend.parsing import match_class_in_text, parse_boxes
 from backend.prompts import (
     CAPTION_PROMPT,
+    ZOOM_SYSTEM,
     Conversation,
     classification_prompt,
     detection_prompt,
     grounding_prompt,
     single_turn,
     vqa_prompt,
+    zoom_request,
 )
 from backend.raster import PixelWindow, RasterSource, crs_name
-from backend.resolution import plan_tiles, smart_resize
+from backend.resolution import plan_tiles, view_size
+from backend.zoom import decide_zoom, zoom_chain
 
 DEFAULT_MAX_NEW_TOKENS = {"detect": 1024, "ground": 64, "caption": 128, "classify": 32, "ask": 64}
 MAX_SKIPPED_KEPT = 50
@@ -56,11 +59,11 @@ def plan_views(source: RasterSource, window: PixelWindow, request: TaskRequest) 
     px_x, px_y = window.width / work_w, window.height / work_h  # raster pixels per working pixel
     try:
         if request.task != "detect":
-            out_h, out_w = smart_resize(work_h, work_w, min_pixels=options.min_pixels, max_pixels=options.max_pixels)
+            out_h, out_w = view_size(work_h, work_w, options.min_pixels, options.max_pixels)
             return [View(window.col_off, window.row_off, window.width, window.height, out_w, out_h, 0)]
         views = []
         for tile in plan_tiles(work_w, work_h, options.tile_size, options.tile_overlap):
-            out_h, out_w = smart_resize(tile.height, tile.width, min_pixels=options.min_pixels, max_pixels=options.max_pixels)
+            out_h, out_w = view_size(tile.height, tile.width, options.min_pixels, options.max_pixels)
             views.append(
                 View(
                     window.col_off + tile.x * px_x,
@@ -88,9 +91,12 @@ class TaskRun:
             self.window = self.source.window_for_extent(request.extent, request.extent_crs)
             self.views = plan_views(self.source, self.window, request)
             self.stretch = self.source.stretch_for(self.window)
+            self.work_scale = working_scale(self.source, self.window, request.options.gsd)
         except BaseException:
             self.source.close()
             raise
+        # ask/ground: the Zoom-in Chain's decision, then its trace (None for other tasks)
+        self.zoom = decide_zoom(request, self.window.width * self.work_scale[0], self.window.height * self.work_scale[1])
         self.system, self.user = self._prompt()
         self.max_new_tokens = request.options.max_new_tokens or DEFAULT_MAX_NEW_TOKENS[request.task]
         self.stats = TaskStats(views=len(self.views))
@@ -110,10 +116,13 @@ class TaskRun:
 
     @property
     def total(self) -> int:
-        return len(self.views)
+        """Views to answer; for the Zoom-in Chain, the most turns it may take."""
+        return 1 + self.zoom.max_steps if self.zoom is not None and self.zoom.zoomed else len(self.views)
 
     def _prompt(self) -> tuple[str | None, str]:
         r = self.request
+        if self.zoom is not None and self.zoom.zoomed:
+            return ZOOM_SYSTEM, zoom_request(r.question if r.task == "ask" else grounding_prompt(r.expression)[1])
         if r.task == "detect":
             return detection_prompt(r.classes, r.options.box_form)
         if r.task == "ground":
@@ -228,6 +237,7 @@ class TaskRun:
             ),
             stats=self.stats,
             warnings=self.warnings,
+            zoom=self.zoom,
         )
 
 
@@ -240,6 +250,8 @@ def drive(
     """Feed a planned run to an engine in batches. Stops between batches (raising `Cancelled`,
     so nothing partial is written) when `should_stop()` turns true."""
     run.model_id = engine.model_id
+    if run.zoom is not None and run.zoom.zoomed:
+        return zoom_chain(run, engine, progress, should_stop)
     for start in range(0, run.total, engine.batch_size):
         if should_stop is not None and should_stop():
             raise Cancelled(f"stopped after {run.done} of {run.total} views")

@@ -32,6 +32,26 @@ NO_OBJECTS = "There are none."
 CAPTION_PROMPT = "Describe the image"
 CLASSIFY_PREFIX = "Classify the image within one of the given classes:"
 VQA_SUFFIX = " Answer the question using a single word or a short phrase."
+ZOOM_TOOL = "image_zoom_in"
+# The Zoom-in Chain's system prompt: RSCoVLM's training data builder (visual_cot_dataset.py,
+# SYSTEM_PROMPT) sends this Qwen-style tool description alone, with no "You are a helpful
+# assistant." before it. Its "parameters" member is a single parameter, not a JSON schema: that
+# is how the checkpoint was trained, so it is kept as is.
+ZOOM_SYSTEM = """# Tools
+
+You may call one or more functions to assist with the user query.
+
+You are provided with function signatures within <tools></tools> XML tags:
+<tools>
+{"type": "function", "function": {"name": "image_zoom_in", "description": "Zoom in to the region of interest on the given image. Input the bounding box of the region of interest and return the zoomed-in image to help to focus and view more clearly.", "parameters": {"name": "bbox", "type": "list[int]", "description": "The bounding box of the region of interest as an array [x1, y1, x2, y2], where (x1, y1) and (x2, y2) indicate the positions' absolute coordinates of the left top and right down corners, respectively.", "required": true}}}
+</tools>
+
+For each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:
+<tool_call>
+{"name": <function-name>, "arguments": <args-json-object>}
+</tool_call>"""
+ZOOM_REQUEST_SUFFIX = "\nZoom in to the region of interest and answer the question."
+ZOOM_FOLLOW_UP = "Here's the zoomed-in image. You can complete your task now."
 MULTIPLE_CHOICE_INFIX = " The choices are listed below: "
 MULTIPLE_CHOICE_SUFFIX = (
     "Select the best answer to the above multiple-choice question based on the image. "
@@ -84,8 +104,15 @@ def detection_prompt(classes: Sequence[str], form: BoxForm = "polygon") -> tuple
     return DETECTION_SYSTEM[form], f"find the {', '.join(detection_categories(classes))}."
 
 
+def grounding_expression(expression: str) -> str:
+    """The referring expression as trained (after 'find the '): users often type the article
+    themselves ('the white ship ...'), which would read 'find the the white ship'."""
+    text = " ".join(expression.split())
+    return text[4:] if text.lower().startswith("the ") else text
+
+
 def grounding_prompt(expression: str) -> tuple[str, str]:
-    return DETECTION_SYSTEM["hbox"], f"find the {expression.strip()}"
+    return DETECTION_SYSTEM["hbox"], f"find the {grounding_expression(expression)}"
 
 
 def classification_prompt(classes: Sequence[str]) -> str:
@@ -104,6 +131,18 @@ def multiple_choice_prompt(question: str, options: Sequence[str]) -> str:
     letters = "ABCDE"
     listed = "\n".join(f"{letters[i]}. {o}" for i, o in enumerate(options))
     return question.strip() + MULTIPLE_CHOICE_INFIX + "\n" + listed + "\n" + MULTIPLE_CHOICE_SUFFIX
+
+
+def zoom_request(question: str) -> str:
+    """Turn 1 of the Zoom-in Chain. The question goes in bare: training appended no
+    single-word-answer instruction to it."""
+    return question.strip() + ZOOM_REQUEST_SUFFIX
+
+
+def zoom_tool_call(box: Sequence[int]) -> str:
+    """The assistant's turn-1 answer as the checkpoint was trained to write it."""
+    x1, y1, x2, y2 = (int(v) for v in box)
+    return f'<tool_call>\n{{"name": "{ZOOM_TOOL}", "arguments": {{"bbox": [{x1}, {y1}, {x2}, {y2}]}}}}\n</tool_call>'
 
 
 def single_turn(image: np.ndarray, user: str, system: str | None = None) -> Conversation:
@@ -125,8 +164,8 @@ def corpus_for_tokenizer() -> list[str]:
         "You are a helpful assistant.",
         detection_prompt(classes)[1],
         grounding_prompt("the white ship next to the pier")[1],
-        "Zoom in to the region of interest and answer the question.",
-        "Here's the zoomed-in image. You can complete your task now.",
+        ZOOM_REQUEST_SUFFIX.strip(),
+        ZOOM_FOLLOW_UP,
         '{"name": "image_zoom_in", "arguments": {"bbox": [1, 2, 3, 4]}}',
     ]
     lines += [f"0,1,2,3,4,5,6,7 {c}" for c in classes]

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import rasterio
@@ -31,7 +31,6 @@ from backend.georef import View, map_to_raster
 GDAL_OPTIONS = {"GDAL_CACHEMAX": 256 * 2**20}
 STRETCH_PERCENTILES = (2.0, 98.0)
 STRETCH_SAMPLE_SIDE = 1024  # longest side of the decimated read the stretch is measured on
-METRES_PER_DEGREE = 111_320.0
 
 
 @dataclass(frozen=True)
@@ -80,7 +79,7 @@ def crs_name(crs: CRS | None) -> str | None:
     if crs is None:
         return None
     epsg = crs.to_epsg(confidence_threshold=90)
-    return f"EPSG:{epsg}" if epsg else crs.to_wkt()
+    return f"EPSG:{epsg}" if epsg else crs.to_wkt(version="WKT2_2019")
 
 
 def default_bands(dataset) -> list[int]:
@@ -106,7 +105,7 @@ class RasterSource:
     _stretch: dict = field(default_factory=dict)
 
     @classmethod
-    def open(cls, path: str | Path, bands: Sequence[int] | None = None) -> "RasterSource":
+    def open(cls, path: str | Path, bands: Sequence[int] | None = None) -> RasterSource:
         path = str(path)
         if not Path(path).exists():
             raise UserError(f"raster file not found: {path}", "Check the path (relative paths start at the current folder).")
@@ -143,7 +142,7 @@ class RasterSource:
     def close(self) -> None:
         self.dataset.close()
 
-    def __enter__(self) -> "RasterSource":
+    def __enter__(self) -> RasterSource:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -210,17 +209,25 @@ class RasterSource:
         return PixelWindow(c0, r0, c1 - c0, r1 - r0)
 
     def pixel_size_m(self, window: PixelWindow) -> tuple[float, float] | None:
-        """Ground size of one raster pixel in metres (x, y); None without a georeference."""
+        """Ground size of one raster pixel in metres (x, y) at the centre of the window; None
+        without a georeference. Measured geodesically, so geographic and Mercator rasters get
+        true metres (Web Mercator map units are 1.26 ground metres at 38 degrees north)."""
         if not self.georeferenced:
             return None
         t = self.transform
-        sx, sy = math.hypot(t.a, t.d), math.hypot(t.b, t.e)
-        if self.crs is not None and self.crs.is_geographic:
-            centre_row = window.row_off + window.height / 2
-            lat = (t * (window.col_off + window.width / 2, centre_row))[1]
-            return sx * METRES_PER_DEGREE * max(math.cos(math.radians(lat)), 1e-6), sy * METRES_PER_DEGREE
-        factor = self.crs.linear_units_factor[1] if self.crs is not None and self.crs.is_projected else 1.0
-        return sx * factor, sy * factor
+        if self.crs is None:
+            return math.hypot(t.a, t.d), math.hypot(t.b, t.e)
+        from pyproj import Geod
+        from rasterio.warp import transform as transform_points
+
+        step = 10.0
+        c, r = window.col_off + window.width / 2, window.row_off + window.height / 2
+        points = [t @ (c, r), t @ (c + step, r), t @ (c, r + step)]
+        lons, lats = transform_points(self.crs, "EPSG:4326", [p[0] for p in points], [p[1] for p in points])
+        geod = Geod(ellps="WGS84")
+        dx = geod.inv(lons[0], lats[0], lons[1], lats[1])[2] / step
+        dy = geod.inv(lons[0], lats[0], lons[2], lats[2])[2] / step
+        return dx, dy
 
     def _read(self, col_off: float, row_off: float, width: float, height: float, out_w: int, out_h: int) -> np.ma.MaskedArray:
         unique = sorted(set(self.bands))
@@ -255,6 +262,14 @@ class RasterSource:
             stretch = Stretch(np.asarray(low), np.asarray(high))
         self._stretch[key] = stretch
         return stretch
+
+    def decoded_pixels(self, view: View) -> int:
+        """Pixels GDAL decodes to read a view: its window at the coarsest overview still as fine
+        as the view (GDAL's choice, leaving out its small oversampling tolerance), or at full
+        resolution. This, not the raster's size, is what a decimated read costs."""
+        decimation = min(view.width / view.out_width, view.height / view.out_height)
+        factor = max((f for f in self.dataset.overviews(self.bands[0]) if f <= decimation), default=1)
+        return math.ceil(view.width / factor) * math.ceil(view.height / factor)
 
     def read_view(self, view: View, stretch: Stretch) -> ViewImage:
         data = self._read(view.col_off, view.row_off, view.width, view.height, view.out_width, view.out_height)

@@ -18,7 +18,8 @@ MAX_PIXELS = 1296 * FACTOR * FACTOR  # 1008^2: at most 1296 visual tokens per im
 MAX_ASPECT_RATIO = 200
 
 # Detection was trained and evaluated on 512 px tiles; neighbouring tiles overlap so an object
-# cut by one tile edge is whole in the next (merged afterwards by rotated NMS).
+# cut by one tile edge is whole in the next (merged afterwards by rotated NMS). 128 px is a
+# quarter of a tile: more than the largest common objects (planes, ships) at DOTA's GSD.
 DEFAULT_TILE_SIZE = 512
 DEFAULT_TILE_OVERLAP = 128
 
@@ -47,6 +48,15 @@ def smart_resize(
     return h_bar, w_bar
 
 
+def view_size(height: int, width: int, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """The size to read a view at: smart_resize's answer, checked to be a fixed point the
+    processor accepts as it is (a near-200 aspect ratio can grow past 200 when rounded)."""
+    size = smart_resize(height, width, FACTOR, min_pixels, max_pixels)
+    if smart_resize(*size, FACTOR, min_pixels, max_pixels) != size:
+        raise ValueError(f"a {width}x{height} view cannot be shown at a stable size")
+    return size
+
+
 def visual_tokens(height: int, width: int) -> int:
     """Language-model tokens of an image already at a smart_resize size."""
     return (height // FACTOR) * (width // FACTOR)
@@ -64,15 +74,15 @@ class Tile:
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets covering [0, length) with tiles of `tile` px overlapping by `overlap` px.
-    The last tile is moved back to end at the edge (as the DOTA split does) rather than
-    being a thin sliver with little context."""
+    """Start offsets covering [0, length) with full tiles overlapping by at least `overlap`.
+    As few tiles as that allows, spread evenly: the DOTA split instead steps by a fixed stride
+    and pushes the last tile back to the edge, which for the same count can leave two tiles
+    a few pixels apart and the other seams with the bare minimum of context."""
     if length <= tile:
         return [0]
     step = tile - overlap
-    starts = list(range(0, length - tile, step))
-    starts.append(length - tile)
-    return starts
+    count = math.ceil((length - tile) / step) + 1
+    return [round(i * (length - tile) / (count - 1)) for i in range(count)]
 
 
 def plan_tiles(width: int, height: int, tile: int = DEFAULT_TILE_SIZE, overlap: int = DEFAULT_TILE_OVERLAP) -> list[Tile]:

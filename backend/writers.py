@@ -11,8 +11,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from pyogrio.raw import write as write_vector
 import shapely
+from pyogrio.raw import write as write_vector
 from rasterio.crs import CRS
 
 from backend.contract import TaskResult

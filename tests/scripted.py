@@ -4,7 +4,7 @@ the real model classes are exercised through the tiny checkpoint elsewhere."""
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from backend.engine import Generation
 from backend.prompts import Conversation

@@ -258,8 +258,8 @@ def write_truth_dota(scene: Scene, path: str | Path) -> Path:
 
 
 def write_truth_layer(scene: Scene, path: str | Path, crs: str = DEFAULT_CRS) -> Path:
-    from pyogrio.raw import write as write_vector
     import shapely
+    from pyogrio.raw import write as write_vector
     from rasterio.crs import CRS
 
     from backend.georef import raster_to_map
