@@ -121,3 +121,143 @@ class TaskResult(BaseModel):
             name = f"urn:ogc:def:crs:EPSG::{self.crs.split(':', 1)[1]}" if self.crs.startswith("EPSG:") else self.crs
             collection["crs"] = {"type": "name", "properties": {"name": name}}
         return collection
+
+
+# --- The local service (`rscovlm serve`): jobs, uploads, health, model, chat completions ---
+
+JobState = Literal["queued", "running", "done", "failed", "cancelled"]
+
+
+class ErrorResponse(BaseModel):
+    detail: str = Field(description="one line naming the problem and the fix")
+
+
+class JobProgress(BaseModel):
+    done: int = Field(description="views (tiles) answered so far")
+    total: int = Field(description="views (tiles) the job was planned into")
+
+
+class JobCreated(BaseModel):
+    id: str
+    state: JobState
+    progress: JobProgress
+    url: str = Field(description="where to poll: GET this path for the job's status")
+
+
+class JobSummary(BaseModel):
+    id: str
+    task: Task
+    state: JobState
+    progress: JobProgress
+    submitted: float = Field(description="Unix time the job was accepted")
+    started: float | None = None
+    finished: float | None = None
+    error: str | None = Field(None, description="why the job failed or was cancelled")
+
+
+class JobStatus(JobSummary):
+    crs: str | None = Field(None, description="CRS of `features`: the raster's")
+    features: list[Feature] = Field(
+        default_factory=list, description="features merged from the views answered so far; empty once `result` is set"
+    )
+    result: TaskResult | None = Field(None, description="the whole answer, once the job is done")
+
+
+class RasterUpload(BaseModel):
+    id: str
+    raster: str = Field(description="the uploaded file as the server sees it: pass it as TaskRequest.raster")
+    bytes: int
+
+
+class ModelInfo(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: str
+    engine: Literal["local", "remote"]
+    batch_size: int
+    device: str | None = None
+    dtype: str | None = None
+    quantize: str | None = None
+    memory: dict[str, Any] = Field(default_factory=dict, description="bytes: GPU allocated/peak, or the process's RSS")
+
+
+class Health(BaseModel):
+    status: Literal["ok", "stopping"]
+    version: str
+    model: str
+    jobs: dict[str, int] = Field(description="jobs kept, by state")
+    batches: int = Field(description="engine batches run since start")
+    views: int = Field(description="views (tiles, chat turns) answered since start")
+    engine_reloads: int = Field(description="times a crashed engine was loaded again")
+
+
+class ChatImageUrl(BaseModel):
+    url: str = Field(description="data:image/png;base64,... (or jpeg); the server fetches nothing")
+
+
+class ChatContentPart(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["text", "image_url"]
+    text: str | None = None
+    image_url: ChatImageUrl | None = None
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "user", "assistant"]
+    content: str | list[ChatContentPart]
+
+
+class ChatCompletionRequest(BaseModel):
+    """The OpenAI chat-completions request, as far as a greedy VLM uses it; other fields that
+    OpenAI clients send are accepted and ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = None
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1, le=8192)
+    max_completion_tokens: int | None = Field(None, ge=1, le=8192)
+    temperature: float | None = Field(None, description="ignored: decoding is greedy, as RSCoVLM was evaluated")
+    n: int = Field(1, ge=1, le=1)
+    stream: bool = False
+
+
+class ChatResponseMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: ChatResponseMessage
+    finish_reason: Literal["stop", "length"]
+
+
+class ChatUsage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: ChatUsage
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "rscovlm"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]

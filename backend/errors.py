@@ -16,3 +16,13 @@ class UserError(Exception):
 
 class Cancelled(Exception):
     """The caller asked to stop; raised between batches so no partial output is written."""
+
+
+def validation_problem(errors: list[dict]) -> str:
+    """One line from pydantic's error list: where the first problem is and what it is."""
+    if not errors:
+        return "invalid input."
+    first = errors[0]
+    where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("__root__", "body"))
+    message = str(first.get("msg", "")).removeprefix("Value error, ").rstrip(".")
+    return f"invalid input{f' ({where})' if where else ''}: {message}."

@@ -198,26 +198,34 @@ class TaskRun:
         self.stats.boxes_merged_away = len(self.candidates) - len(kept)
         return kept
 
+    def features(self) -> list[Feature]:
+        """The features the answers so far give, merged; a server shows them while a job runs."""
+        task = self.request.task
+        if task == "detect":
+            return [
+                self._feature(c["pixels"], {**self._base_properties(c["view"], c["raw"]), "label": c["label"]})
+                for c in self._merged_detections()
+            ]
+        if task == "ground":
+            return [
+                self._feature(c["pixels"], {**self._base_properties(c["view"], c["raw"]), "label": c["label"]})
+                for c in self.candidates[:1]
+            ]
+        if not self.texts:
+            return []
+        text = self.texts[0]
+        label = match_class_in_text(text, self.request.classes) if task == "classify" else None
+        properties = {**self._base_properties(0, text), "label": label or "", "text": text}
+        return [self._feature(self.views[0].corners(), properties)]
+
     def result(self) -> TaskResult:
         task = self.request.task
-        features: list[Feature] = []
-        text = None
-        if task == "detect":
-            for c in self._merged_detections():
-                features.append(self._feature(c["pixels"], {**self._base_properties(c["view"], c["raw"]), "label": c["label"]}))
-        elif task == "ground":
-            if self.candidates:
-                c = self.candidates[0]
-                features.append(self._feature(c["pixels"], {**self._base_properties(c["view"], c["raw"]), "label": c["label"]}))
-            elif self.done:
-                self.warnings.append("the model's answer held no box for the expression.")
-        elif self.texts:
-            text = self.texts[0]
-            label = match_class_in_text(text, self.request.classes) if task == "classify" else None
-            if task == "classify" and label is None:
-                self.warnings.append(f"the answer '{text[:80]}' names none of the given classes.")
-            properties = {**self._base_properties(0, text), "label": label or "", "text": text}
-            features.append(self._feature(self.views[0].corners(), properties))
+        features = self.features()
+        text = self.texts[0] if self.texts and task not in ("detect", "ground") else None
+        if task == "ground" and not features and self.done:
+            self.warnings.append("the model's answer held no box for the expression.")
+        if task == "classify" and features and not features[0].properties["label"]:
+            self.warnings.append(f"the answer '{text[:80]}' names none of the given classes.")
         if self.stats.lines_skipped:
             self.warnings.append(f"{self.stats.lines_skipped} answer line(s) could not be used (see stats.skipped).")
         w = self.window
