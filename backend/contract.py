@@ -29,6 +29,12 @@ class TaskOptions(BaseModel):
     max_new_tokens: int | None = Field(None, ge=1, le=8192, description="default: 1024 for detection, 128 otherwise")
     min_pixels: int = Field(MIN_PIXELS, ge=28 * 28)
     max_pixels: int = Field(MAX_PIXELS, ge=28 * 28)
+    zoom: Literal["auto", "on", "off"] = Field(
+        "auto", description="Zoom-in Chain for ask/ground; auto: when the extent exceeds the pixel budget by zoom_factor"
+    )
+    zoom_factor: float = Field(4.0, gt=1.0, description="auto zooms when extent pixels > zoom_factor x max_pixels")
+    zoom_steps: int = Field(1, ge=0, le=8, description="zoom steps allowed after the first")
+    zoom_counting: bool = Field(False, description="zoom for counting questions too (not trained: off by default)")
 
     @model_validator(mode="after")
     def _consistent(self) -> "TaskOptions":
@@ -103,6 +109,55 @@ class RasterInfo(BaseModel):
     window: tuple[int, int, int, int] = Field(description="col_off, row_off, width, height of the extent in pixels")
 
 
+class ZoomTurn(BaseModel):
+    """One exchange of the Zoom-in Chain: the image shown, what was said, what it cost."""
+
+    turn: int = Field(description="1 for the overview, then one per image shown after it")
+    image: Literal["overview", "zoom", "repeat"] = Field(
+        description="what this turn showed: the whole extent, a zoomed window, or the previous image again after an unusable call"
+    )
+    window: tuple[float, float, float, float] = Field(description="col_off, row_off, width, height in raster pixels")
+    image_size: tuple[int, int] = Field(description="width, height of the image shown, pixels")
+    user: str = Field(description="the user text of this turn")
+    answer: str = Field(description="what the model said")
+    image_tokens: int = Field(description="visual tokens of the image this turn added")
+    visual_tokens: int = Field(description="visual tokens the engine processed for this turn (every image so far)")
+    prompt_tokens: int = 0
+    new_tokens: int = 0
+    pixels_read: int = Field(description="pixels decoded from the raster for this turn's image (0 when reused)")
+    zoom_box: tuple[float, float, float, float] | None = Field(
+        None, description="the box the answer asked to zoom into, x1, y1, x2, y2 in this turn's image pixels"
+    )
+    note: str | None = Field(None, description="why the call could not be used, or how its box was adjusted")
+
+
+class BruteForceCost(BaseModel):
+    """Answering on every native-resolution tile of the extent instead, for comparison."""
+
+    tiles: int
+    tile_size: int = Field(description="tile side, working pixels: the largest square inside the pixel budget")
+    visual_tokens: int
+    pixels_read: int
+
+
+class ZoomTrace(BaseModel):
+    """Whether and how the Zoom-in Chain ran, the whole conversation, and its cost."""
+
+    mode: Literal["auto", "on", "off"]
+    zoomed: bool = Field(description="whether the chain ran (else one answer on the whole view)")
+    reason: str = Field(description="why it ran or did not")
+    max_steps: int = Field(description="zoom steps allowed: 1 + zoom_steps")
+    steps: int = Field(0, description="zoomed windows read")
+    outcome: Literal["not run", "answered after zooming", "answered without zooming", "fell back", "step bound", "no data"] = (
+        "not run"
+    )
+    system: str | None = Field(None, description="the system prompt (the tool description)")
+    turns: list[ZoomTurn] = Field(default_factory=list)
+    visual_tokens: int = Field(0, description="sum over turns")
+    pixels_read: int = Field(0, description="sum over turns")
+    brute_force: BruteForceCost | None = None
+
+
 class TaskResult(BaseModel):
     type: Literal["FeatureCollection"] = "FeatureCollection"
     task: Task
@@ -113,6 +168,7 @@ class TaskResult(BaseModel):
     raster: RasterInfo
     stats: TaskStats = Field(default_factory=TaskStats)
     warnings: list[str] = Field(default_factory=list)
+    zoom: ZoomTrace | None = Field(None, description="ask/ground: the Zoom-in Chain's decision, conversation and accounting")
 
     def geojson(self) -> dict[str, Any]:
         """A plain GeoJSON FeatureCollection naming its CRS (GeoJSON 2008 `crs` member)."""

@@ -21,7 +21,7 @@ from backend.geometry import order_vertices
 from backend.georef import map_to_raster
 
 DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON", ".fgb": "FlatGeobuf"}
-FIELDS = ("task", "label", "model", "prompt", "tile", "raw_text", "text")
+FIELDS = ("task", "label", "model", "prompt", "tile", "raw_text", "text", "role")
 LAYER_NAMES = {"detect": "detections", "ground": "grounding", "caption": "caption", "classify": "classification", "ask": "answer"}
 
 

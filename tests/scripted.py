@@ -5,6 +5,7 @@ the real model classes are exercised through the tiny checkpoint elsewhere."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from backend.engine import Generation
 from backend.prompts import Conversation
@@ -34,3 +35,25 @@ class ScriptedEngine:
 
     def describe(self) -> dict:
         return {"model": self.model_id, "device": "cpu"}
+
+
+class ScriptedFirstTurn:
+    """A real engine whose answer to the first turn of a conversation is replaced by a scripted
+    text (a zoom call, say, which a random model never writes). Every turn still runs through
+    the real model, so the rendering of multi-turn conversations and the token counts are real."""
+
+    def __init__(self, engine, first_answer: str):
+        self.engine = engine
+        self.first_answer = first_answer
+        self.model_id = engine.model_id
+        self.batch_size = engine.batch_size
+
+    def generate(self, conversations: Sequence[Conversation], max_new_tokens: int) -> list[Generation]:
+        generations = self.engine.generate(conversations, max_new_tokens)
+        return [
+            replace(g, text=self.first_answer) if sum(m.role == "user" for m in c) == 1 else g
+            for c, g in zip(conversations, generations)
+        ]
+
+    def describe(self) -> dict:
+        return self.engine.describe()

@@ -14,6 +14,7 @@ from backend.contract import TaskOptions, TaskRequest, TaskResult
 from backend.errors import UserError
 from backend.prompts import DOTA_CLASSES
 from backend.resolution import DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE
+from backend.zoom import ZOOM_TASKS, zoom_summary
 
 BUNDLED_MODEL = Path(__file__).resolve().parents[2] / "resources" / "models" / "demo"
 
@@ -81,7 +82,23 @@ def register(subparsers) -> None:
             parser.add_argument("--expression", required=True, help='what to find, e.g. "the white ship next to the pier"')
         if task == "ask":
             parser.add_argument("--question", required=True)
+        if task in ZOOM_TASKS:
+            _zoom_options(parser, task)
         parser.set_defaults(handler=run_command, task=task)
+
+
+def _zoom_options(parser: argparse.ArgumentParser, task: str) -> None:
+    zoom = parser.add_argument_group("Zoom-in Chain (rasters larger than the model can see)")
+    zoom.add_argument(
+        "--zoom", nargs="?", const="on", choices=["auto", "on", "off"], default="auto",
+        help="look at the whole extent, zoom into the region the model picks, answer from there; "
+        "auto (default): when the extent exceeds the pixel budget by --zoom-factor; --zoom alone means on",
+    )
+    factor, steps = (TaskOptions.model_fields[name].default for name in ("zoom_factor", "zoom_steps"))
+    zoom.add_argument("--zoom-factor", type=float, default=factor, help=f"auto zooms above this many times the pixel budget (default {factor:g})")
+    zoom.add_argument("--zoom-steps", type=int, default=steps, help=f"further zoom steps allowed after the first (default {steps}, at most 8)")
+    if task == "ask":
+        zoom.add_argument("--zoom-counting", action="store_true", help="zoom for counting questions too (not trained; off by default)")
 
 
 def build_request(args: argparse.Namespace) -> TaskRequest:
@@ -90,6 +107,10 @@ def build_request(args: argparse.Namespace) -> TaskRequest:
         options["bands"] = _numbers(args.bands, None, "--bands", int)
     if args.task == "detect":
         options.update(tile_size=args.tile_size, tile_overlap=args.tile_overlap, box_form=args.box_form, nms_iou=args.nms_iou)
+    if args.task in ZOOM_TASKS:
+        options.update(zoom=args.zoom, zoom_factor=args.zoom_factor, zoom_steps=args.zoom_steps)
+    if args.task == "ask":
+        options["zoom_counting"] = args.zoom_counting
     fields = {
         "task": args.task,
         "raster": args.raster,
@@ -160,6 +181,8 @@ def run_command(args: argparse.Namespace) -> int:
         print(json.dumps(result.model_dump(mode="json")))
     else:
         print(summary(result))
+        if result.zoom is not None:
+            print(zoom_summary(result.zoom))
         if args.output:
             print(f"wrote {args.output}")
     return 0
