@@ -31,7 +31,7 @@ def test_vector_formats_keep_crs_fields_and_geometry(tmp_path, suffix, driver):
     info = pyogrio.read_info(path)
     assert info["driver"] == driver and info["features"] == 1
     assert info["crs"] == "EPSG:32633"
-    assert list(info["fields"]) == ["task", "label", "model", "prompt", "tile", "raw_text", "text"]
+    assert list(info["fields"]) == ["task", "label", "model", "prompt", "tile", "raw_text", "text", "role"]
     meta, _, geometry, fields = read_vector(path)
     assert fields[1][0] == "small vehicle" and int(fields[4][0]) == 3
     import shapely
