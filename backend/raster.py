@@ -229,32 +229,56 @@ class RasterSource:
         dy = geod.inv(lons[0], lats[0], lons[2], lats[2])[2] / step
         return dx, dy
 
-    def _read(self, col_off: float, row_off: float, width: float, height: float, out_w: int, out_h: int) -> np.ma.MaskedArray:
-        unique = sorted(set(self.bands))
+    @property
+    def _has_mask(self) -> bool:
+        """Whether any chosen band has nodata or a mask; reading one costs a second pass."""
+        from rasterio.enums import MaskFlags
+
+        flags = self.dataset.mask_flag_enums
+        return any(flags[b - 1] != [MaskFlags.all_valid] for b in set(self.bands))
+
+    @property
+    def _is_8bit(self) -> bool:
+        return all(np.dtype(self.dataset.dtypes[b - 1]) == np.uint8 for b in self.bands)
+
+    def _read(
+        self, col_off: float, row_off: float, width: float, height: float, out_w: int, out_h: int, out: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The chosen bands (bands, out_h, out_w), and where pixels are invalid (None when the
+        raster has no nodata, mask or NaN). A window read 1:1 is a plain read, no resampling."""
+        window = Window(col_off, row_off, width, height)
+        native = (out_w, out_h) == (width, height) and float(col_off).is_integer() and float(row_off).is_integer()
+        resampling = Resampling.nearest if native else Resampling.bilinear
         with rasterio.Env(**GDAL_OPTIONS):
-            data = self.dataset.read(
-                indexes=unique,
-                window=Window(col_off, row_off, width, height),
-                out_shape=(len(unique), out_h, out_w),
-                resampling=Resampling.bilinear,
-                masked=True,
-            )
-        return data[[unique.index(b) for b in self.bands]]
+            if out is None:
+                out = np.empty((len(self.bands), out_h, out_w), dtype=np.result_type(*[self.dataset.dtypes[b - 1] for b in self.bands]))
+            data = self.dataset.read(indexes=self.bands, window=window, out=out, resampling=resampling)
+            invalid = None
+            if self._has_mask:
+                unique = sorted(set(self.bands))
+                masks = self.dataset.read_masks(
+                    indexes=unique, window=window, out_shape=(len(unique), out_h, out_w), resampling=Resampling.nearest
+                )
+                invalid = (masks == 0).any(axis=0)
+        if data.dtype.kind == "f":
+            not_finite = ~np.isfinite(data).all(axis=0)
+            invalid = not_finite if invalid is None else invalid | not_finite
+        return data, invalid
 
     def stretch_for(self, window: PixelWindow) -> Stretch:
         """Robust percentiles of the extent, from one decimated read (overviews when present)."""
         key = (window.col_off, window.row_off, window.width, window.height)
         if key in self._stretch:
             return self._stretch[key]
-        if all(np.dtype(self.dataset.dtypes[b - 1]) == np.uint8 for b in self.bands):
+        if self._is_8bit:
             stretch = Stretch()
         else:
             scale = min(1.0, STRETCH_SAMPLE_SIDE / max(window.width, window.height))
             out_w, out_h = max(1, round(window.width * scale)), max(1, round(window.height * scale))
-            sample = self._read(window.col_off, window.row_off, window.width, window.height, out_w, out_h)
+            sample, invalid = self._read(window.col_off, window.row_off, window.width, window.height, out_w, out_h)
             low, high = [], []
             for band in sample:
-                values = band.compressed().astype(np.float64)
+                values = (band[~invalid] if invalid is not None else band.ravel()).astype(np.float64)
                 values = values[np.isfinite(values)]
                 lo, hi = np.percentile(values, STRETCH_PERCENTILES) if values.size else (0.0, 255.0)
                 low.append(lo)
@@ -263,20 +287,23 @@ class RasterSource:
         self._stretch[key] = stretch
         return stretch
 
-    def decoded_pixels(self, view: View) -> int:
-        """Pixels GDAL decodes to read a view: its window at the coarsest overview still as fine
-        as the view (GDAL's choice, leaving out its small oversampling tolerance), or at full
-        resolution. This, not the raster's size, is what a decimated read costs."""
-        decimation = min(view.width / view.out_width, view.height / view.out_height)
-        factor = max((f for f in self.dataset.overviews(self.bands[0]) if f <= decimation), default=1)
-        return math.ceil(view.width / factor) * math.ceil(view.height / factor)
-
     def read_view(self, view: View, stretch: Stretch) -> ViewImage:
-        data = self._read(view.col_off, view.row_off, view.width, view.height, view.out_width, view.out_height)
-        invalid = np.ma.getmaskarray(data).any(axis=0)
-        raw = np.ma.getdata(data)
-        if np.issubdtype(raw.dtype, np.floating):
-            invalid |= ~np.isfinite(raw).all(axis=0)
-        image = stretch.apply(raw)
-        image[:, invalid] = 0
-        return ViewImage(np.ascontiguousarray(image.transpose(1, 2, 0)), float(1.0 - invalid.mean()))
+        size = (view.col_off, view.row_off, view.width, view.height, view.out_width, view.out_height)
+        if stretch.low is None and self._is_8bit:
+            # 8-bit bands are read straight into the (height, width, 3) image the model takes
+            image = np.empty((view.out_height, view.out_width, 3), dtype=np.uint8)
+            _, invalid = self._read(*size, out=image.transpose(2, 0, 1))
+        else:
+            data, invalid = self._read(*size)
+            image = np.ascontiguousarray(stretch.apply(data).transpose(1, 2, 0))
+        if invalid is None:
+            return ViewImage(image, 1.0)
+        image[invalid] = 0
+        return ViewImage(image, float(1.0 - invalid.mean()))
+
+    def decoded_pixels(self, view: View) -> int:
+        """Pixels GDAL decodes to read a view: those of the coarsest overview still at least as
+        fine as the view (the level GDAL picks), else of the full-resolution window."""
+        factor = min(view.width / view.out_width, view.height / view.out_height)
+        level = max([1] + [f for f in self.dataset.overviews(self.bands[0]) if f <= factor])
+        return round(view.width / level) * round(view.height / level)

@@ -106,7 +106,7 @@ def test_extent_in_lon_lat_on_a_projected_raster(realdata):
 
 
 def test_nodata_collar_tiles_are_skipped(realdata):
-    request = TaskRequest(task="detect", raster=str(realdata / "geotiff/rasterio/RGB.byte.tif"), classes=["ship"], options=TaskOptions(tile_size=128, tile_overlap=32))
+    request = TaskRequest(task="detect", raster=str(realdata / "geotiff/rasterio/RGB.byte.tif"), classes=["ship"], options=TaskOptions(tile_size=84, tile_overlap=0))
     result = run_task(request, ScriptedEngine(["There are none."]))
     assert result.stats.views_skipped_nodata > 0
     assert result.stats.views_skipped_nodata < result.stats.views
