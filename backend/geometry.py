@@ -23,12 +23,17 @@ def signed_area(points: np.ndarray) -> float:
 
 def order_vertices(points: np.ndarray) -> np.ndarray:
     """Vertices clockwise on screen, starting at the top-most one (left-most on a tie): the
-    order RSCoVLM's detection answers and training targets use."""
-    pts = np.asarray(points, dtype=float).reshape(-1, 2)
-    if signed_area(pts) < 0:
-        pts = pts[::-1]
-    start = min(range(len(pts)), key=lambda i: (pts[i, 1], pts[i, 0]))
-    return np.roll(pts, -start, axis=0)
+    order RSCoVLM's detection answers and training targets use. Takes one polygon (K, 2) or
+    a stack of them (N, K, 2)."""
+    pts = np.asarray(points, dtype=float)
+    batch = pts if pts.ndim == 3 else pts.reshape(1, -1, 2)
+    x, y = batch[..., 0], batch[..., 1]
+    area = (x * np.roll(y, -1, axis=1) - np.roll(x, -1, axis=1) * y).sum(axis=1)
+    batch = np.where((area < 0)[:, None, None], batch[:, ::-1], batch)
+    start = np.lexsort((batch[..., 0], batch[..., 1]), axis=-1)[:, 0]
+    index = (start[:, None] + np.arange(batch.shape[1])) % batch.shape[1]
+    ordered = np.take_along_axis(batch, index[..., None], axis=1)
+    return ordered if pts.ndim == 3 else ordered[0]
 
 
 def rbox_to_points(cx: float, cy: float, w: float, h: float, angle_deg: float) -> np.ndarray:
@@ -56,30 +61,29 @@ def hbox_to_points(x1: float, y1: float, x2: float, y2: float) -> np.ndarray:
 def points_to_rbox(points: np.ndarray) -> tuple[float, float, float, float, float]:
     """Minimum-area rotated rectangle of a quadrilateral as (cx, cy, w, h, angle) with w >= h
     and angle in degrees in [-90, 90): the conversion the AP_nc protocol applies."""
-    rect = shapely.oriented_envelope(shapely.multipoints(np.asarray(points, dtype=float)))
-    corners = np.asarray(rect.exterior.coords)[:4] if rect.geom_type == "Polygon" else None
-    if corners is None or len(corners) < 4:
-        pts = np.asarray(points, dtype=float)
-        cx, cy = pts.mean(axis=0)
-        return float(cx), float(cy), 0.0, 0.0, 0.0
-    e1 = corners[1] - corners[0]
-    e2 = corners[2] - corners[1]
+    corners = min_area_rectangles(points)[0]
+    e1, e2 = corners[1] - corners[0], corners[2] - corners[1]
     l1, l2 = float(np.hypot(*e1)), float(np.hypot(*e2))
     long_edge = e1 if l1 >= l2 else e2
-    angle = math.degrees(math.atan2(long_edge[1], long_edge[0]))
-    angle = (angle + 90.0) % 180.0 - 90.0
+    angle = (math.degrees(math.atan2(long_edge[1], long_edge[0])) + 90.0) % 180.0 - 90.0
     cx, cy = corners.mean(axis=0)
     return float(cx), float(cy), max(l1, l2), min(l1, l2), angle
 
 
+def rectify_many(quads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The oriented boxes quadrilateral answers stand for, (N, 4, 2) ordered corners, and
+    which of them have an area. Models sometimes list vertices in a crossing order: the
+    rectangle of the points is what they meant."""
+    corners = order_vertices(min_area_rectangles(quads))
+    x, y = corners[..., 0], corners[..., 1]
+    area = 0.5 * (x * np.roll(y, -1, axis=1) - np.roll(x, -1, axis=1) * y).sum(axis=1)
+    return corners, area > 1e-9
+
+
 def rectify(points: np.ndarray) -> np.ndarray | None:
-    """The oriented box a quadrilateral answer stands for, as ordered corners; None when it has
-    no area. Models sometimes list vertices in a crossing order: the rectangle of the points is
-    what they meant."""
-    cx, cy, w, h, angle = points_to_rbox(points)
-    if w <= 0 or h <= 0:
-        return None
-    return rbox_to_points(cx, cy, w, h, angle)
+    """`rectify_many` for one quadrilateral; None when it has no area."""
+    corners, has_area = rectify_many(np.asarray(points, dtype=float).reshape(1, 4, 2))
+    return corners[0] if has_area[0] else None
 
 
 def to_polygon(points: np.ndarray) -> Polygon:
@@ -137,3 +141,74 @@ def rotated_nms(polygons: Sequence[Polygon], rank: Sequence[float], iou_threshol
         for j in neighbours[i]:
             suppressed[j] = True
     return np.asarray(kept, dtype=np.intp)
+
+
+def min_area_rectangles(points: np.ndarray) -> np.ndarray:
+    """Minimum-area rectangles of many quadrilaterals at once, (N, 4, 2) -> (N, 4, 2) corners
+    forming a ring: `points_to_rbox` for evaluation-sized arrays, in numpy.
+
+    The best rectangle has a side along an edge of the convex hull, and every hull edge of
+    four points joins two of them, so trying the six point-pair directions finds it exactly.
+    A quadrilateral whose points all coincide gives a rectangle of zero area at that point."""
+    pts = np.asarray(points, dtype=float).reshape(-1, 4, 2)
+    px, py = pts[:, None, :, 0], pts[:, None, :, 1]  # (N, 1, 4)
+    first, second = np.triu_indices(4, k=1)
+    dx, dy = pts[:, second, 0] - pts[:, first, 0], pts[:, second, 1] - pts[:, first, 1]  # (N, 6)
+    length = np.hypot(dx, dy)
+    flat = length == 0
+    length[flat] = 1.0
+    ax, ay = np.where(flat, 1.0, dx / length)[..., None], np.where(flat, 0.0, dy / length)[..., None]
+    u = ax * px + ay * py  # (N, 6, 4): the points along each direction...
+    v = ax * py - ay * px  # ...and across it
+    u_lo, u_hi = np.minimum.reduce([u[..., i] for i in range(4)]), np.maximum.reduce([u[..., i] for i in range(4)])
+    v_lo, v_hi = np.minimum.reduce([v[..., i] for i in range(4)]), np.maximum.reduce([v[..., i] for i in range(4)])
+    area = np.where(flat, np.inf, (u_hi - u_lo) * (v_hi - v_lo))
+    best = np.argmin(area, axis=1)
+    rows = np.arange(len(pts))
+    a = np.stack([ax[rows, best, 0], ay[rows, best, 0]], axis=-1)
+    c = np.stack([-a[:, 1], a[:, 0]], axis=-1)
+    ulo, uhi, vlo, vhi = (x[rows, best][:, None] for x in (u_lo, u_hi, v_lo, v_hi))
+    return np.stack([ulo * a + vlo * c, uhi * a + vlo * c, uhi * a + vhi * c, ulo * a + vhi * c], axis=1)
+
+
+def _counter_clockwise(polygons: np.ndarray) -> np.ndarray:
+    x, y = polygons[..., 0], polygons[..., 1]
+    signed = (x * np.roll(y, -1, axis=1) - np.roll(x, -1, axis=1) * y).sum(axis=1)
+    out = polygons.copy()
+    out[signed < 0] = out[signed < 0, ::-1]
+    return out
+
+
+def convex_intersection_areas(subject: np.ndarray, clip: np.ndarray) -> np.ndarray:
+    """Intersection areas of convex quadrilaterals pair by pair, (M, 4, 2) and (M, 4, 2) -> (M,):
+    Sutherland-Hodgman clipping of every pair at once (the result has at most 8 vertices)."""
+    m = len(subject)
+    rows = np.arange(m)
+    polygon = np.zeros((m, 8, 2))
+    polygon[:, :4] = _counter_clockwise(np.asarray(subject, dtype=float))
+    count = np.full(m, 4)
+    clip = _counter_clockwise(np.asarray(clip, dtype=float))
+    for edge in range(4):
+        a = clip[:, edge]
+        ab = clip[:, (edge + 1) % 4] - a
+        side = ab[:, None, 0] * (polygon[..., 1] - a[:, None, 1]) - ab[:, None, 1] * (polygon[..., 0] - a[:, None, 0])
+        clipped = np.zeros_like(polygon)
+        clipped_count = np.zeros(m, dtype=np.int64)
+        wrap = np.maximum(count, 1)
+        for k in range(8):  # the polygon's edge from vertex k to the next one
+            live = k < count
+            following = (k + 1) % wrap
+            sp, sq = side[:, k], side[rows, following]
+            p, q = polygon[:, k], polygon[rows, following]
+            crossing = live & ((sp >= 0) != (sq >= 0))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                t = np.where(crossing, sp / (sp - sq), 0.0)
+            for emit, point in ((crossing, p + (q - p) * t[:, None]), (live & (sq >= 0), q)):
+                where = np.flatnonzero(emit)
+                clipped[where, clipped_count[where]] = point[where]
+                clipped_count[where] += 1
+        polygon, count = clipped, clipped_count
+    following = (np.arange(8)[None, :] + 1) % np.maximum(count, 1)[:, None]
+    x, y = polygon[..., 0], polygon[..., 1]
+    terms = x * np.take_along_axis(y, following, 1) - np.take_along_axis(x, following, 1) * y
+    return 0.5 * np.abs(np.where(np.arange(8)[None, :] < count[:, None], terms, 0.0).sum(axis=1))
