@@ -12,12 +12,13 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from dataclasses import dataclass, field
-from typing import Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
 import numpy as np
 
-from backend.geometry import hbox_to_points, rbox_to_points, rectify
+from backend.geometry import hbox_to_points, rbox_to_points, rectify_many
 from backend.prompts import NO_OBJECTS, ZOOM_TOOL, normalise_category
 
 _NUMBER = r"-?\d+(?:\.\d+)?"
@@ -44,9 +45,14 @@ class ParsedAnswer:
     none: bool = False  # the model said there is nothing
 
 
+@lru_cache(maxsize=64)
+def _class_names(classes: tuple[str, ...]) -> dict[str, str]:
+    return {normalise_category(c): c for c in classes}
+
+
 def match_label(label: str, classes: Sequence[str], cutoff: float = 0.75) -> str | None:
     """The requested class a label stands for: exact, plural, or a close misspelling."""
-    want = {normalise_category(c): c for c in classes}
+    want = _class_names(tuple(classes))
     name = normalise_category(label).strip(" .:;")
     if name in want:
         return want[name]
@@ -88,7 +94,7 @@ def _points_from_numbers(values: list[float], size: tuple[int, int]) -> tuple[np
         else:
             coords = [v * (width if i % 2 == 0 else height) for i, v in enumerate(coords)]
     if form == "polygon":
-        points = rectify(np.asarray(coords, dtype=float).reshape(4, 2))
+        points = np.asarray(coords, dtype=float).reshape(4, 2)  # rectified with the others in `_rectify`
     elif form == "rbox":
         cx, cy, w, h, a = coords
         points = rbox_to_points(cx, cy, abs(w), abs(h), a) if w and h else None
@@ -98,6 +104,23 @@ def _points_from_numbers(values: list[float], size: tuple[int, int]) -> tuple[np
     if points is None:
         return None, form, "box has no area"
     return points, form, ""
+
+
+def _rectify(answer: ParsedAnswer) -> None:
+    """Polygon answers become oriented boxes in one vectorised pass over the whole answer;
+    those without area move to the skipped lines."""
+    polygons = [i for i, box in enumerate(answer.boxes) if box.form == "polygon"]
+    if not polygons:
+        return
+    corners, has_area = rectify_many(np.stack([answer.boxes[i].points for i in polygons]))
+    boxes: list[ParsedBox | None] = list(answer.boxes)
+    for i, points, ok in zip(polygons, corners, has_area):
+        if ok:
+            boxes[i] = replace(boxes[i], points=points)
+        else:
+            answer.skipped.append((boxes[i].raw[:200], "box has no area"))
+            boxes[i] = None
+    answer.boxes = [box for box in boxes if box is not None]
 
 
 def _label_for(label: str, classes: Sequence[str] | None) -> tuple[str | None, str]:
@@ -176,6 +199,7 @@ def parse_boxes(text: str, size: tuple[int, int], classes: Sequence[str] | None 
     items = _parse_json_items(text)
     if items is not None:
         _parse_json(items, size, classes, answer)
+        _rectify(answer)
         return answer
     for index, line in enumerate(text.splitlines()):
         stripped = line.strip()
@@ -205,6 +229,7 @@ def parse_boxes(text: str, size: tuple[int, int], classes: Sequence[str] | None 
             answer.skipped.append((stripped[:200], reason))
             continue
         answer.boxes.append(ParsedBox(points, label, index, stripped[:500], form))
+    _rectify(answer)
     return answer
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from shapely.geometry import Polygon, mapping
+import shapely
 
 from backend.contract import Feature, RasterInfo, SkippedLine, TaskRequest, TaskResult, TaskStats
 from backend.engine import Engine, Generation
@@ -166,26 +166,25 @@ class TaskRun:
             for raw, reason in answer.skipped:
                 self._skip(view, raw, reason)
             boxes = answer.boxes if task == "detect" else answer.boxes[:1]  # grounding: first line
-            for box in boxes:
-                pixels = view.to_raster(box.points)
-                label = box.label if task == "detect" else self.request.expression.strip()
-                centre = pixels.mean(axis=0)
-                self.candidates.append(
-                    {
-                        "pixels": pixels,
-                        "label": label,
-                        "view": view.index,
-                        "raw": box.raw,
-                        "edge": float(view.edge_distance(centre)),
-                    }
-                )
+            if boxes:
+                pixels = view.to_raster(np.stack([box.points for box in boxes]))
+                edges = view.edge_distance(pixels.mean(axis=1)).tolist()
+                for box, corners, edge in zip(boxes, pixels, edges):
+                    label = box.label if task == "detect" else self.request.expression.strip()
+                    self.candidates.append({"pixels": corners, "label": label, "view": view.index, "raw": box.raw, "edge": edge})
             self.stats.boxes_parsed += len(boxes)
         else:
             self.texts.append(generation.text)
 
-    def _feature(self, pixels: np.ndarray, properties: dict) -> Feature:
-        coords = raster_to_map(pixels, self.source.transform)
-        return Feature(geometry=mapping(Polygon(coords)), properties=properties)
+    def _features(self, pixels: list[np.ndarray], properties: list[dict]) -> list[Feature]:
+        """Polygons from raster-pixel corners, mapped to map coordinates in one pass."""
+        if not pixels:
+            return []
+        rings = raster_to_map(np.stack(pixels), self.source.transform).tolist()
+        return [
+            Feature(geometry={"type": "Polygon", "coordinates": [ring + ring[:1]]}, properties=props)
+            for ring, props in zip(rings, properties)
+        ]
 
     def _base_properties(self, view: int, raw: str) -> dict:
         return {"task": self.request.task, "model": self.model_id, "prompt": self.user, "tile": view, "raw_text": raw}
@@ -199,7 +198,7 @@ class TaskRun:
             by_label.setdefault(candidate["label"], []).append(candidate)
         for label in sorted(by_label):
             group = by_label[label]
-            polygons = [Polygon(c["pixels"]) for c in group]
+            polygons = shapely.polygons(np.stack([c["pixels"] for c in group]))
             order = rotated_nms(polygons, [-c["edge"] for c in group], self.request.options.nms_iou)
             kept.extend(group[i] for i in sorted(order.tolist()))
         self.stats.boxes_merged_away = len(self.candidates) - len(kept)
@@ -208,22 +207,18 @@ class TaskRun:
     def features(self) -> list[Feature]:
         """The features the answers so far give, merged; a server shows them while a job runs."""
         task = self.request.task
-        if task == "detect":
-            return [
-                self._feature(c["pixels"], {**self._base_properties(c["view"], c["raw"]), "label": c["label"]})
-                for c in self._merged_detections()
-            ]
-        if task == "ground":
-            return [
-                self._feature(c["pixels"], {**self._base_properties(c["view"], c["raw"]), "label": c["label"]})
-                for c in self.candidates[:1]
-            ]
+        if task in ("detect", "ground"):
+            chosen = self._merged_detections() if task == "detect" else self.candidates[:1]
+            return self._features(
+                [c["pixels"] for c in chosen],
+                [{**self._base_properties(c["view"], c["raw"]), "label": c["label"]} for c in chosen],
+            )
         if not self.texts:
             return []
         text = self.texts[0]
         label = match_class_in_text(text, self.request.classes) if task == "classify" else None
         properties = {**self._base_properties(0, text), "label": label or "", "text": text}
-        return [self._feature(self.views[0].corners(), properties)]
+        return self._features([self.views[0].corners()], [properties])
 
     def result(self) -> TaskResult:
         task = self.request.task

@@ -13,6 +13,7 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -229,7 +230,7 @@ class RasterSource:
         dy = geod.inv(lons[0], lats[0], lons[2], lats[2])[2] / step
         return dx, dy
 
-    @property
+    @cached_property
     def _has_mask(self) -> bool:
         """Whether any chosen band has nodata or a mask; reading one costs a second pass."""
         from rasterio.enums import MaskFlags
@@ -237,7 +238,7 @@ class RasterSource:
         flags = self.dataset.mask_flag_enums
         return any(flags[b - 1] != [MaskFlags.all_valid] for b in set(self.bands))
 
-    @property
+    @cached_property
     def _is_8bit(self) -> bool:
         return all(np.dtype(self.dataset.dtypes[b - 1]) == np.uint8 for b in self.bands)
 
