@@ -11,7 +11,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from backend.contract import TaskOptions, TaskRequest, TaskResult
-from backend.errors import UserError
+from backend.engine.factory import add_engine_options, engine_choice, load_engine
+from backend.errors import UserError, validation_problem
 from backend.prompts import DOTA_CLASSES
 from backend.resolution import DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE
 from backend.zoom import ZOOM_TASKS, zoom_summary
@@ -46,11 +47,7 @@ def _classes(text: str) -> list[str]:
 def _common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("raster", help="raster file (GeoTIFF or any format GDAL reads)")
     model = parser.add_argument_group("model")
-    model.add_argument("--model", help="checkpoint folder or hub id (e.g. Qingyun/RSCoVLM-7B-2512)")
-    model.add_argument("--adapter", help="LoRA adapter folder from a fine-tuning run")
-    model.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"], default="auto")
-    model.add_argument("--quantize", choices=["none", "8bit", "4bit"], default="none", help="bitsandbytes; needs CUDA")
-    model.add_argument("--batch-size", type=int, default=4, help="views per forward pass (default 4)")
+    add_engine_options(model)
     model.add_argument("--max-new-tokens", type=int, help="answer length limit")
     where = parser.add_argument_group("where")
     where.add_argument(
@@ -123,10 +120,7 @@ def build_request(args: argparse.Namespace) -> TaskRequest:
     try:
         return TaskRequest(**fields, options=TaskOptions(**{k: v for k, v in options.items() if v is not None}))
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "__root__")
-        message = first.get("msg", str(exc)).removeprefix("Value error, ")
-        raise UserError(f"invalid input{f' ({where})' if where else ''}: {message}.", "See rscovlm " + args.task + " --help.") from None
+        raise UserError(validation_problem(exc.errors()), "See rscovlm " + args.task + " --help.") from None
 
 
 def resolve_model(args: argparse.Namespace) -> str:
@@ -158,17 +152,16 @@ def summary(result: TaskResult) -> str:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from backend.engine.local import load_local_engine
     from backend.pipeline import TaskRun, drive
     from backend.writers import output_format, write_result
 
     request = build_request(args)
     if args.output:
         output_format(args.output)
-    model = resolve_model(args)
+    choice = engine_choice(args, lambda: resolve_model(args))
     # Open the raster and plan the views before loading the model: bad input fails in a second.
-    with TaskRun(request, model) as run:
-        engine = load_local_engine(model, args.adapter, args.device, args.quantize, args.batch_size)
+    with TaskRun(request, choice.label) as run:
+        engine = load_engine(choice)
         from tqdm import tqdm
 
         with tqdm(total=run.total, unit="view", desc=args.task, file=sys.stderr, disable=True if args.no_progress else None) as bar:

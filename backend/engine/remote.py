@@ -1,0 +1,179 @@
+"""An engine that is an OpenAI-compatible chat-completions server: vLLM serving RSCoVLM, or
+another `rscovlm serve`. This is the scale-out path: the views of a batch are sent at once from
+a bounded thread pool, so a server that batches across requests fills its batches from one
+task's tiles, and a request that fails only costs its own view.
+
+Images travel as PNG data URLs: lossless, so the server sees exactly the pixels, at exactly the
+size, that the model's coordinates refer to. System, user and assistant turns and several
+images per turn pass through unchanged (the Zoom-in Chain sends two turns and two images).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+from PIL import Image
+
+from backend.engine import Generation
+from backend.errors import UserError
+from backend.prompts import Conversation
+from backend.resolution import smart_resize, visual_tokens
+
+# Busy or restarting servers answer these; anything else is not helped by asking again.
+RETRY_STATUS = frozenset({429, 502, 503, 504})
+RETRY_DELAYS_S = (0.5, 2.0)
+DEFAULT_TIMEOUT_S = 600.0
+
+
+def png_data_url(image: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(buffer, format="PNG", compress_level=1)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def openai_messages(conversation: Conversation) -> list[dict]:
+    """Chat-completions messages; a user turn's images come before its text, as in training."""
+    messages = []
+    for message in conversation:
+        if message.images:
+            content: str | list[dict] = [{"type": "image_url", "image_url": {"url": png_data_url(image)}} for image in message.images]
+            content.append({"type": "text", "text": message.text})
+        else:
+            content = message.text
+        messages.append({"role": message.role, "content": content})
+    return messages
+
+
+def base_url(url: str) -> str:
+    """The server root: 'http://host:8000', whether given with '/v1' or a trailing slash."""
+    url = url.strip().rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise UserError(f"--engine-url {url} is not an http(s) URL.", "Give it as http://host:port (the server's root or its /v1).")
+    return url.removesuffix("/v1")
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200]
+    if isinstance(body, dict):
+        detail = body.get("detail") or body.get("error") or body
+        if isinstance(detail, dict):
+            detail = detail.get("message", detail)
+        return str(detail)[:300]
+    return str(body)[:300]
+
+
+class RemoteEngine:
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        model: str | None = None,
+        concurrency: int = 4,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ):
+        if concurrency < 1:
+            raise UserError(f"--engine-concurrency {concurrency} must be at least 1.", None)
+        self.url = base_url(url)
+        self.concurrency = concurrency
+        self.batch_size = concurrency
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.client = httpx.Client(
+            base_url=self.url,
+            headers=headers,
+            timeout=httpx.Timeout(timeout_s, connect=10.0),
+            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+        )
+        self.pool = ThreadPoolExecutor(concurrency, thread_name_prefix="remote-engine")
+        try:
+            self.model_id = model or self._served_model()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.client.close()
+
+    def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
+        delays = iter(RETRY_DELAYS_S)
+        while True:
+            try:
+                response = self.client.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                delay = next(delays, None)
+                if delay is None:
+                    raise self._unreachable(exc) from exc
+            else:
+                delay = next(delays, None) if response.status_code in RETRY_STATUS else None
+                if delay is None:
+                    return self._checked(response)
+            time.sleep(delay)
+
+    def _unreachable(self, exc: httpx.TransportError) -> Exception:
+        if isinstance(exc, httpx.ConnectError):
+            return UserError(
+                f"cannot reach the engine server at {self.url} ({exc}).",
+                "Start it (rscovlm serve, or vLLM) or check --engine-url.",
+            )
+        return RuntimeError(f"the engine server at {self.url} did not answer ({type(exc).__name__}: {exc})")
+
+    def _checked(self, response: httpx.Response) -> httpx.Response:
+        code = response.status_code
+        if code in (401, 403):
+            raise UserError(
+                f"the engine server at {self.url} refused the request (HTTP {code}: {_detail(response)}).",
+                "Pass its token with --engine-token or RSCOVLM_ENGINE_TOKEN.",
+            )
+        if 400 <= code < 500:
+            raise UserError(f"the engine server at {self.url} refused the request (HTTP {code}: {_detail(response)}).", None)
+        if code >= 500:
+            raise RuntimeError(f"the engine server at {self.url} failed (HTTP {code}: {_detail(response)})")
+        return response
+
+    def _served_model(self) -> str:
+        models = self._request("GET", "/v1/models").json().get("data") or []
+        if not models:
+            raise UserError(f"the engine server at {self.url} serves no model.", "Check that it finished loading one.")
+        return str(models[0]["id"])
+
+    def _complete(self, conversation: Conversation, max_new_tokens: int) -> Generation:
+        payload = {
+            "model": self.model_id,
+            "messages": openai_messages(conversation),
+            "max_tokens": max_new_tokens,
+            "temperature": 0.0,
+        }
+        body = self._request("POST", "/v1/chat/completions", json=payload).json()
+        try:
+            text = body["choices"][0]["message"]["content"] or ""
+            usage = body.get("usage") or {}
+        except (KeyError, IndexError, TypeError) as exc:
+            raise RuntimeError(f"the engine server at {self.url} answered without choices[0].message.content") from exc
+        images = [image for message in conversation for image in message.images]
+        tokens = sum(visual_tokens(*smart_resize(image.shape[0], image.shape[1])) for image in images)
+        return Generation(text.strip(), int(usage.get("prompt_tokens", 0)), tokens, int(usage.get("completion_tokens", 0)))
+
+    def generate(self, conversations: Sequence[Conversation], max_new_tokens: int) -> list[Generation]:
+        return list(self.pool.map(lambda conversation: self._complete(conversation, max_new_tokens), conversations))
+
+    def describe(self) -> dict:
+        described = {"model": self.model_id, "engine": "remote", "url": self.url, "concurrency": self.concurrency}
+        # Another `rscovlm serve` says where its model runs; vLLM has no such route.
+        try:
+            response = self.client.get("/model")
+        except httpx.TransportError:
+            return described  # down for now: /model still says what the engine is
+        if response.status_code == 200:
+            remote = response.json()
+            described.update({k: remote.get(k) for k in ("device", "dtype", "quantize") if k in remote})
+            described["memory"] = remote.get("memory") or {}
+        return described

@@ -1,0 +1,215 @@
+"""The HTTP routes of `rscovlm serve`. Every body in and out is a model of `backend.contract`,
+so resources/openapi.json is the whole contract the plugin codes against.
+
+Errors are JSON `{"detail": "<one line: the problem and the fix>"}`: 400 bad input (the same
+text the CLI prints), 422 a body that does not fit the schema, 401 token, 403 Host, 404 unknown
+job, 409 result asked too early, 413 body too large, 503 queue full or stopping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from backend import __version__
+from backend.contract import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    ErrorResponse,
+    Health,
+    JobCreated,
+    JobStatus,
+    JobSummary,
+    ModelCard,
+    ModelInfo,
+    ModelList,
+    RasterUpload,
+    TaskRequest,
+)
+from backend.errors import Cancelled, UserError, validation_problem
+from backend.server.chat import completion, conversation_from_request, max_tokens
+from backend.server.jobs import Scheduler, ServiceBusy, TaskJob
+from backend.server.security import Guard, GuardSettings
+from backend.server.uploads import Uploads
+
+COMMON_ERRORS = {
+    401: {"model": ErrorResponse, "description": "no bearer token, or a wrong one"},
+    403: {"model": ErrorResponse, "description": "the Host header is not the server's address"},
+    413: {"model": ErrorResponse, "description": "the body is over the route's limit"},
+}
+
+
+def _error(status: int, detail: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = list(exc.errors())
+    if errors and errors[0].get("type") == "json_invalid":
+        reason = (errors[0].get("ctx") or {}).get("error", "JSON decode error")
+        return _error(400, f"the request body is not valid JSON ({reason} at character {errors[0]['loc'][-1]}). Send a JSON object.")
+    return _error(422, validation_problem(errors) + " See resources/openapi.json for the request's schema.")
+
+
+def create_app(
+    scheduler: Scheduler | None = None,
+    uploads: Uploads | None = None,
+    guard: GuardSettings | None = None,
+) -> FastAPI:
+    """The app; with no scheduler it only serves to export the OpenAPI schema."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if scheduler is not None:
+            scheduler.start()
+        try:
+            yield
+        finally:
+            if scheduler is not None:
+                await run_in_threadpool(scheduler.stop)
+            if uploads is not None:
+                uploads.remove_all()
+
+    app = FastAPI(
+        title="RSCoVLM local service",
+        version=__version__,
+        description="Ask RSCoVLM about a raster; answers come back as GeoJSON FeatureCollections in the raster's CRS.",
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+        responses=COMMON_ERRORS,
+    )
+    if guard is not None:
+        app.add_middleware(Guard, settings=guard)
+
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(UserError, lambda request, exc: _error(400, str(exc)))
+    app.add_exception_handler(ServiceBusy, lambda request, exc: _error(503, str(exc), {"Retry-After": "5"}))
+
+    def jobs() -> Scheduler:
+        if scheduler is None:
+            raise HTTPException(503, "this app was built without a model (schema export only).")
+        return scheduler
+
+    def find(job_id: str) -> TaskJob:
+        job = jobs().get(job_id)
+        if job is None:
+            raise HTTPException(404, f"no job {job_id}: never submitted, or finished more than {jobs().result_ttl_s:g} s ago and dropped.")
+        return job
+
+    @app.get("/health", response_model=Health, tags=["service"])
+    def health() -> Health:
+        s = jobs()
+        return Health(
+            status="stopping" if s.stopping else "ok",
+            version=__version__,
+            model=s.engine.model_id,
+            jobs=s.counts(),
+            batches=s.batches,
+            views=s.views,
+            engine_reloads=s.engine_reloads,
+        )
+
+    @app.get("/model", response_model=ModelInfo, tags=["service"])
+    def model() -> ModelInfo:
+        engine = jobs().engine
+        return ModelInfo(**{"batch_size": engine.batch_size, **engine.describe()})
+
+    @app.post(
+        "/rasters",
+        response_model=RasterUpload,
+        status_code=201,
+        tags=["rasters"],
+        responses={400: {"model": ErrorResponse}},
+        openapi_extra={
+            "requestBody": {"required": True, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
+        },
+    )
+    async def upload_raster(request: Request, name: str | None = None) -> RasterUpload:
+        """Send a raster's bytes as the body; `raster` in the answer goes into TaskRequest.raster."""
+        if uploads is None:
+            raise HTTPException(503, "this server takes no uploads.")
+        return await uploads.save(request.stream(), name)
+
+    @app.delete("/rasters/{upload_id}", status_code=204, tags=["rasters"], responses={404: {"model": ErrorResponse}})
+    def delete_raster(upload_id: str) -> Response:
+        if uploads is None or not uploads.delete(upload_id):
+            raise HTTPException(404, f"no uploaded raster {upload_id}.")
+        return Response(status_code=204)
+
+    @app.post(
+        "/jobs",
+        response_model=JobCreated,
+        status_code=202,
+        tags=["jobs"],
+        responses={400: {"model": ErrorResponse}, 422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+    )
+    def submit(request: TaskRequest) -> JobCreated:
+        """Plan the job (bad input is refused here) and queue it; answers at once."""
+        job = jobs().submit(request)
+        summary = job.summary()
+        return JobCreated(id=job.id, state=summary.state, progress=summary.progress, url=f"/jobs/{job.id}")
+
+    @app.get("/jobs", response_model=list[JobSummary], tags=["jobs"])
+    def list_jobs() -> list[JobSummary]:
+        return [job.summary() for job in jobs().list()]
+
+    @app.get("/jobs/{job_id}", response_model=JobStatus, tags=["jobs"], responses={404: {"model": ErrorResponse}})
+    def status(job_id: str) -> JobStatus:
+        """State, progress, the features merged so far, and the result once done."""
+        return find(job_id).status()
+
+    @app.get("/jobs/{job_id}/geojson", tags=["jobs"], responses={404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}})
+    def geojson(job_id: str) -> dict:
+        """The result as a plain GeoJSON FeatureCollection naming its CRS (for GDAL and QGIS)."""
+        job = find(job_id)
+        result = job.status().result
+        if result is None:
+            raise HTTPException(409, f"job {job_id} is {job.state}; its result exists once the state is done.")
+        return result.geojson()
+
+    @app.delete("/jobs/{job_id}", response_model=JobStatus, tags=["jobs"], responses={404: {"model": ErrorResponse}})
+    def cancel(job_id: str) -> JobStatus:
+        """Cancel a queued or running job (it stops after the batch in flight); a finished job is dropped."""
+        job = jobs().cancel(job_id)
+        if job is None:
+            raise HTTPException(404, f"no job {job_id}.")
+        return job.status()
+
+    @app.get("/v1/models", response_model=ModelList, tags=["openai"])
+    def list_models() -> ModelList:
+        return ModelList(data=[ModelCard(id=jobs().engine.model_id, created=int(jobs().started))])
+
+    @app.post(
+        "/v1/chat/completions",
+        response_model=ChatCompletion,
+        tags=["openai"],
+        responses={400: {"model": ErrorResponse}, 422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+    )
+    async def chat(request: ChatCompletionRequest) -> ChatCompletion:
+        """OpenAI-compatible, greedy; images as data URLs. Queued with the jobs, so it shares their batches."""
+        if request.stream:
+            raise UserError("streaming is not supported.", "Send stream: false.")
+        conversation = await run_in_threadpool(conversation_from_request, request)
+        limit = max_tokens(request)
+        try:
+            generation = await asyncio.wrap_future(jobs().chat(conversation, limit))
+        except Cancelled as exc:
+            raise ServiceBusy(str(exc)) from None
+        except RuntimeError as exc:
+            raise HTTPException(500, str(exc)) from None
+        return completion(generation, jobs().engine.model_id, limit)
+
+    return app
+
+
+
+def openapi_json() -> str:
+    """The schema as resources/openapi.json holds it (a test fails when the two drift apart)."""
+    return json.dumps(create_app().openapi(), indent=2, ensure_ascii=False) + "\n"
