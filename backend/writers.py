@@ -6,8 +6,6 @@ so a failure leaves the previous file whole and never a half-written one.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +13,7 @@ import shapely
 from pyogrio.raw import write as write_vector
 from rasterio.crs import CRS
 
+from backend.atomic import staged_file, write_text
 from backend.contract import TaskResult
 from backend.errors import UserError
 from backend.geometry import order_vertices
@@ -23,28 +22,6 @@ from backend.georef import map_to_raster
 DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON", ".fgb": "FlatGeobuf"}
 FIELDS = ("task", "label", "model", "prompt", "tile", "raw_text", "text", "role")
 LAYER_NAMES = {"detect": "detections", "ground": "grounding", "caption": "caption", "classify": "classification", "ask": "answer"}
-
-
-class _Staged:
-    """A temporary file beside `target`, renamed over it only when the block succeeds."""
-
-    def __init__(self, target: Path):
-        self.target = target
-
-    def __enter__(self) -> Path:
-        if not self.target.parent.is_dir():
-            raise UserError(f"output folder {self.target.parent} does not exist.", "Create it first or choose another -o path.")
-        fd, name = tempfile.mkstemp(prefix=f".{self.target.stem}.", suffix=self.target.suffix, dir=self.target.parent)
-        os.close(fd)
-        os.unlink(name)  # GDAL drivers create the file themselves
-        self.staging = Path(name)
-        return self.staging
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            os.replace(self.staging, self.target)
-        else:
-            self.staging.unlink(missing_ok=True)
 
 
 def output_format(path: str | Path) -> str:
@@ -73,7 +50,7 @@ def write_result(result: TaskResult, path: str | Path) -> Path:
         else:
             columns.append(np.array(["" if v is None else str(v) for v in values], dtype=object))
     crs = CRS.from_user_input(result.crs).to_wkt() if result.crs else None
-    with _Staged(target) as staging:
+    with staged_file(target) as staging:
         write_vector(
             str(staging),
             geometry,
@@ -90,7 +67,6 @@ def write_result(result: TaskResult, path: str | Path) -> Path:
 def write_dota(result: TaskResult, path: str | Path) -> Path:
     """Raster-pixel corners per object: `x1 y1 x2 y2 x3 y3 x4 y4 label`, labels with '-' for
     spaces (DOTA class names), vertices clockwise from the top-most."""
-    target = Path(path)
     from affine import Affine
 
     transform = Affine(*result.raster.transform)
@@ -102,6 +78,4 @@ def write_dota(result: TaskResult, path: str | Path) -> Path:
         pixels = order_vertices(map_to_raster(ring, transform))
         label = str(feature.properties.get("label", "")).strip().replace(" ", "-") or "object"
         lines.append(" ".join(f"{v:.1f}" for v in pixels.reshape(-1)) + f" {label}")
-    with _Staged(target) as staging:
-        staging.write_text("".join(line + "\n" for line in lines))
-    return target
+    return write_text(path, "".join(line + "\n" for line in lines))

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 import platform
-import tempfile
 from pathlib import Path
+
+from backend.atomic import write_text
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -22,24 +23,17 @@ def machine() -> dict:
     }
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, staging = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(staging, path)
-
-
 def write(name: str, title: str, rows: list[dict], summary: dict, notes: str = "") -> dict:
     """Write results/<name>.json and results/<name>.md; returns the JSON document."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     document = {"benchmark": name, "title": title, "machine": machine(), "summary": summary, "rows": rows, "notes": notes}
-    _atomic_write(RESULTS / f"{name}.json", json.dumps(document, indent=2) + "\n")
+    write_text(RESULTS / f"{name}.json", json.dumps(document, indent=2) + "\n")
     columns = list(dict.fromkeys(key for row in rows for key in row))
     lines = [f"# {title}", "", notes, "" if notes else "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         lines.append("| " + " | ".join(_cell(row.get(c)) for c in columns) + " |")
     lines += ["", "**Summary**: " + ", ".join(f"{k} = {_cell(v)}" for k, v in summary.items()), ""]
-    _atomic_write(RESULTS / f"{name}.md", "\n".join(line for line in lines if line is not None) + "\n")
+    write_text(RESULTS / f"{name}.md", "\n".join(line for line in lines if line is not None) + "\n")
     print("\n".join(lines))
     return document
 

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from backend.atomic import staged_folder
 from backend.prompts import corpus_for_tokenizer
 from backend.resolution import MAX_PIXELS, MIN_PIXELS
 
@@ -233,22 +232,11 @@ def build_checkpoint(out: Path, size: str = "tiny", seed: int = 0, extra_corpus:
     tokenizer = build_tokenizer(dims.vocab_size, extra_corpus)
     processor = build_processor(tokenizer)
     model = build_model(dims, tokenizer, seed)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_folder(out) as staging:
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
-        (staging / "rscovlm_scratch.json").write_text(
-            json.dumps({"size": size, "seed": seed, "trained": False}, indent=2) + "\n"
-        )
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return out
+        (staging / "rscovlm_scratch.json").write_text(json.dumps({"size": size, "seed": seed, "trained": False}, indent=2) + "\n")
+    return Path(out)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from PIL import Image, ImageDraw
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
+from backend.atomic import staged_file, write_text
 from backend.geometry import order_vertices, rbox_to_points
 
 BLOCK = 512
@@ -214,10 +213,8 @@ def write_scene(scene: Scene, path: str | Path, crs: str = DEFAULT_CRS, overview
     """Render block by block into a tiled GeoTIFF with internal overviews, atomically."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, staging = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".tif", dir=target.parent)
-    os.close(fd)
     reach = max((max(o.length, o.width) for o in scene.objects), default=0) + 4
-    try:
+    with staged_file(target) as staging:
         profile = dict(
             driver="GTiff", width=scene.width, height=scene.height, count=3, dtype="uint8", crs=crs,
             transform=scene.transform, tiled=True, blockxsize=BLOCK, blockysize=BLOCK, compress="deflate",
@@ -238,10 +235,6 @@ def write_scene(scene: Scene, path: str | Path, crs: str = DEFAULT_CRS, overview
                 factors = [f for f in (2, 4, 8, 16, 32, 64) if max(scene.width, scene.height) // f >= 256]
                 if factors:
                     dst.build_overviews(factors, Resampling.average)
-        os.replace(staging, target)
-    except BaseException:
-        Path(staging).unlink(missing_ok=True)
-        raise
     return target
 
 
@@ -250,11 +243,7 @@ def write_truth_dota(scene: Scene, path: str | Path) -> Path:
     for obj in scene.objects:
         pts = order_vertices(obj.box())
         lines.append(" ".join(f"{v:.1f}" for v in pts.reshape(-1)) + f" {obj.label.replace(' ', '-')} 0")
-    target = Path(path)
-    staging = target.with_name(f".{target.name}.tmp")
-    staging.write_text("\n".join(lines) + "\n")
-    os.replace(staging, target)
-    return target
+    return write_text(path, "\n".join(lines) + "\n")
 
 
 def write_truth_layer(scene: Scene, path: str | Path, crs: str = DEFAULT_CRS) -> Path:
@@ -266,13 +255,9 @@ def write_truth_layer(scene: Scene, path: str | Path, crs: str = DEFAULT_CRS) ->
 
     geoms = np.array([shapely.to_wkb(shapely.Polygon(raster_to_map(o.box(), scene.transform))) for o in scene.objects], dtype=object)
     labels = np.array([o.label for o in scene.objects], dtype=object)
-    target = Path(path)
-    fd, staging = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=target.suffix, dir=target.parent)
-    os.close(fd)
-    os.unlink(staging)
-    write_vector(staging, geoms, [labels], ["label"], layer="truth", driver="GPKG", geometry_type="Polygon", crs=CRS.from_user_input(crs).to_wkt())
-    os.replace(staging, target)
-    return target
+    with staged_file(path) as staging:
+        write_vector(str(staging), geoms, [labels], ["label"], layer="truth", driver="GPKG", geometry_type="Polygon", crs=CRS.from_user_input(crs).to_wkt())
+    return Path(path)
 
 
 def generate(out: str | Path, size: int, seed: int, gsd: float = 0.5, density: float = 1.0) -> Scene:
