@@ -229,7 +229,7 @@ class ModelInfo(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     model: str
-    engine: Literal["local", "remote"]
+    engine: Literal["local", "remote"] = "local"
     batch_size: int
     device: str | None = None
     dtype: str | None = None

@@ -43,7 +43,7 @@ def decode_image_url(url: str) -> np.ndarray:
         with Image.open(io.BytesIO(raw)) as image:
             if image.width * image.height > MAX_IMAGE_PIXELS:
                 raise UserError(f"an image of {image.width}x{image.height} pixels is too large.", "Send at most 64 Mpx per image.")
-            return np.asarray(image.convert("RGB"))
+            return np.array(image.convert("RGB"))  # writable: torch refuses read-only arrays
     except (binascii.Error, UnidentifiedImageError, OSError) as exc:
         raise UserError(f"an image_url does not hold a readable image ({exc}).", "Send PNG or JPEG bytes, base64-encoded.") from exc
 

@@ -9,6 +9,7 @@ first: the batch in flight finishes, every other job is cancelled, waiting chat 
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import threading
 import time
@@ -74,8 +75,18 @@ class LocalServer:
         return self.server.cancelled
 
     def serve(self) -> None:
-        """Serve until SIGINT/SIGTERM (in the main thread) or stop()."""
-        self.server.run(sockets=[self.socket])
+        """Serve until SIGINT/SIGTERM (in the main thread) or stop(). uvicorn raises the signal
+        that stopped it once more when it is done; it meets a no-op here, so the caller's own
+        clean-up (the server file) still runs and the exit is a normal one."""
+        if threading.current_thread() is not threading.main_thread():
+            self.server.run(sockets=[self.socket])
+            return
+        previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self.server.run(sockets=[self.socket])
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def start(self, timeout_s: float = 30.0) -> LocalServer:
         """Serve from a background thread (tests, benchmarks); returns once it answers."""
