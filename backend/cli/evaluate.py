@@ -152,8 +152,8 @@ def grounding_command(args: argparse.Namespace) -> int:
     from backend.evaluation.sources import read_predictions, read_truth
 
     out = _out_folder(args.out)
-    truth, crs = read_truth(args.gt, None, args.id_field)
-    predictions = read_predictions(args.pred, False, None, args.id_field, crs)
+    truth, crs = read_truth(args.gt, None, args.id_field, labelled=False)
+    predictions = read_predictions(args.pred, False, None, args.id_field, crs, labelled=False)
     references = first_boxes(truth.boxes)
     if not references:
         raise UserError(f"{args.gt} holds no reference box.", "Give one box per sample.")

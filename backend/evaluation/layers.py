@@ -50,15 +50,17 @@ def read_layer(
     image_field: str | None = None,
     scored: bool = False,
     target_crs: str | None = None,
+    labelled: bool = True,
 ) -> tuple[Annotations, str | None]:
-    """Boxes of a layer's polygon features, and the layer's CRS (as WKT) after reprojection."""
+    """Boxes of a layer's polygon features, and the layer's CRS (as WKT) after reprojection.
+    Unlabelled layers (grounding: one box per sample) need no class field."""
     try:
         meta, _, geometry, values = read_vector(str(path))
     except (DataSourceError, DataLayerError) as exc:
         raise UserError(f"{path} is not a readable vector layer ({str(exc).splitlines()[0]}).", "Pass a GeoPackage, GeoJSON or Shapefile.") from exc
     fields = [str(f) for f in meta["fields"]]
     columns = dict(zip(fields, values))
-    label_name = _field(fields, label_field, DEFAULT_LABEL_FIELDS, "--label-field", path, required=True)
+    label_name = _field(fields, label_field, DEFAULT_LABEL_FIELDS, "--label-field", path, required=labelled)
     image_name = _field(fields, image_field, (), "--image-field", path, required=False)
     score_name = _field(fields, None, ("score", "confidence"), "--scored", path, required=False) if not truth else None
     if scored and not truth and score_name is None:
@@ -81,7 +83,7 @@ def read_layer(
     keep = np.flatnonzero(usable)
     rects = shapely.oriented_envelope(geoms[keep])
     corners = shapely.get_coordinates(shapely.get_exterior_ring(rects)).reshape(len(keep), 5, 2)[:, :4]
-    labels = [normalise_category(str(v)) for v in columns[label_name][keep]]
+    labels = [normalise_category(str(v)) for v in columns[label_name][keep]] if label_name else [""] * len(keep)
     images = [str(v) for v in columns[image_name][keep]] if image_name else [ONE_IMAGE] * len(keep)
     notes.boxes = BoxTable.build(
         images,

@@ -26,13 +26,15 @@ def _text_files(path: Path) -> list[Path]:
     )
 
 
-def read_truth(path: str | Path, label_field: str | None = None, image_field: str | None = None) -> tuple[Annotations, str | None]:
+def read_truth(
+    path: str | Path, label_field: str | None = None, image_field: str | None = None, labelled: bool = True
+) -> tuple[Annotations, str | None]:
     """Ground truth and its CRS (None for pixel coordinates)."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"ground truth not found: {path}", "Check the --gt path.")
     if is_vector(path):
-        return read_layer(path, truth=True, label_field=label_field, image_field=image_field)
+        return read_layer(path, truth=True, label_field=label_field, image_field=image_field, labelled=labelled)
     files = _text_files(path)
     if is_task1_folder(files):
         raise UserError(f"{path} holds Task1 submission files, which are predictions.", "Give per-image DOTA label files as --gt.")
@@ -45,12 +47,14 @@ def read_predictions(
     label_field: str | None = None,
     image_field: str | None = None,
     truth_crs: str | None = None,
+    labelled: bool = True,
 ) -> Annotations:
     path = Path(path)
     if not path.exists():
         raise UserError(f"predictions not found: {path}", "Check the --pred path.")
     if is_vector(path):
-        notes, _ = read_layer(path, truth=False, label_field=label_field, image_field=image_field, scored=scored, target_crs=truth_crs)
+        notes, _ = read_layer(path, truth=False, label_field=label_field, image_field=image_field, scored=scored, target_crs=truth_crs,
+                              labelled=labelled)
         return notes
     files = _text_files(path)
     if is_task1_folder(files):

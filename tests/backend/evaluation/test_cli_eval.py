@@ -116,3 +116,15 @@ def test_grounding_folders(tmp_path, capsys):
     assert code == 0 and "Acc@0.5 33.33" in out and "1 without a box" in out
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert report["samples"] == 3 and report["correct"] == 1
+
+
+def test_grounding_vector_layers_need_only_a_sample_id(tmp_path, capsys):
+    crs = CRS.from_epsg(32633).to_wkt()
+    box = shapely.box(500_000, 4_400_000, 500_040, 4_400_010)
+    for name, shift in (("truth", 0.0), ("pred", 30.0)):
+        geometry = np.array([shapely.to_wkb(shapely.affinity.translate(box, shift, 0)), shapely.to_wkb(box)], dtype=object)
+        write_vector(str(tmp_path / f"{name}.gpkg"), geometry, [np.array(["a", "b"], dtype=object)], ["sample"],
+                     driver="GPKG", geometry_type="Polygon", crs=crs)
+    code, out, _ = run(capsys, "grounding", "--pred", tmp_path / "pred.gpkg", "--gt", tmp_path / "truth.gpkg", "--id-field", "sample", "--json")
+    report = json.loads(out)
+    assert code == 0 and (report["samples"], report["correct"]) == (2, 1)
