@@ -16,7 +16,7 @@ from backend.evaluation.run import evaluate_model
 from backend.prompts import CAPTION_PROMPT, DETECTION_SYSTEM, classification_prompt, vqa_prompt
 
 TILE = 504
-MAX_NEW_TOKENS = 24
+MAX_NEW_TOKENS = 16
 
 
 class CountingEngine:
