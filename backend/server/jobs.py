@@ -1,10 +1,12 @@
 """Jobs, and the one queue in front of the one model.
 
-A single scheduler thread owns the engine. Each round it takes the work that has waited longest
-since it was last served, and fills one engine batch with views of all queued work that shares
-its batch key (task and answer length), one view per job in turn. So twenty one-tile jobs become
-a few full batches instead of twenty single passes, a small job is not stuck behind a
-thousand-tile one, and a cancelled job stops at the end of the batch in flight.
+A single scheduler thread owns the engine. Each round, the work that has waited longest since
+it was last served gets the first view of one engine batch (so nothing starves), and the rest of
+the batch is filled with views of queued work that shares its batch key (task and answer
+length), the work with the fewest views left first (so small jobs finish fast, and jobs of one
+size finish in the order they came). Twenty one-tile jobs become a few full batches instead of
+twenty single passes, a small job is not stuck behind a thousand-tile one, and a cancelled job
+stops at the end of the batch in flight.
 
 A batch that fails is split by job, so one job's bad input fails that job only. When even a
 probe (a plain grey image) fails, the engine itself is broken: it is loaded again and the batch
@@ -60,7 +62,7 @@ class TaskJob:
         self.started: float | None = None
         self.finished: float | None = None
         self.result: TaskResult | None = None
-        self.served = tick
+        self.seq = self.served = tick
         self.next_view = 0
         self.chained = run.zoom is not None and run.zoom.zoomed
         self.turns: list[Turn] = []  # a chained job's turns waiting in the queue
@@ -74,6 +76,9 @@ class TaskJob:
 
     def has_views(self) -> bool:
         return self.active and not self.chained and self.next_view < self.run.total
+
+    def views_left(self) -> int:
+        return self.run.total - self.next_view
 
     def claim(self) -> int:
         with self.lock:
@@ -173,7 +178,7 @@ class Turn:
     def __init__(self, conversation: Conversation, key: tuple, tick: int):
         self.conversation_ = conversation
         self.key = key
-        self.served = tick
+        self.seq = self.served = tick
         self.future: Future[Generation] = Future()
         self.claimed = False
 
@@ -183,6 +188,9 @@ class Turn:
 
     def has_views(self) -> bool:
         return not self.claimed and self.active
+
+    def views_left(self) -> int:
+        return 0 if self.claimed else 1
 
     def claim(self) -> int:
         self.claimed = True
@@ -387,7 +395,12 @@ class Scheduler:
                     picks = self._next_batch()
                 if self.stopping:
                     return
-            self._run_batch(picks)
+            try:
+                self._run_batch(picks)
+            except Exception as exc:  # a bug here must cost these jobs, not the thread that serves all
+                log.exception("a batch failed unexpectedly")
+                for work, _ in picks:
+                    work.fail(f"internal error ({type(exc).__name__}: {exc})")
             with self.cond:
                 self.queue = [w for w in self.queue if w.active]
                 self.cond.notify_all()
@@ -398,13 +411,10 @@ class Scheduler:
         if not ready:
             return None
         leader = min(ready, key=lambda w: w.served)
-        group = sorted((w for w in ready if w.key == leader.key), key=lambda w: w.served)
-        picks: list[tuple[Work, int]] = []
-        while len(picks) < self.engine.batch_size:
-            takers = [w for w in group if w.has_views()][: self.engine.batch_size - len(picks)]
-            if not takers:
-                break
-            picks.extend((w, w.claim()) for w in takers)
+        picks: list[tuple[Work, int]] = [(leader, leader.claim())]
+        for work in sorted((w for w in ready if w.key == leader.key), key=lambda w: (w.views_left(), w.seq)):
+            while len(picks) < self.engine.batch_size and work.has_views():
+                picks.append((work, work.claim()))
         self.tick += 1
         for w, _ in picks:
             w.served = self.tick

@@ -266,3 +266,75 @@ def test_a_full_queue_is_503(small_raster):
             engine.release.set()
     finally:
         server.stop()
+
+
+TOOL_CALL = '<tool_call>\n{"name": "image_zoom_in", "arguments": {"bbox": [20, 20, 120, 120]}}\n</tool_call>'
+
+
+def _zoom_answer(conversation) -> str:
+    users = [m for m in conversation if m.role == "user"]
+    if not any(m.role == "system" and "image_zoom_in" in m.text for m in conversation):
+        return "a field"
+    return TOOL_CALL if len(users) == 1 else "two ships"
+
+
+def test_zoom_in_chain_jobs_run_their_turns_through_the_queue(small_raster):
+    """A chained job's second turn depends on its first answer; its turns share the queue and
+    its batches with other work, and the job reports the chain's trace."""
+    engine = BatchRecorder(_zoom_answer, hold_after=1)
+    server = start_server(engine)
+    try:
+        with client_for(server) as client:
+            zoomed = job(small_raster, "ask", question="What is in the harbour?", options={"zoom": "on", "max_new_tokens": 8})
+            chain_id = client.post("/jobs", json=zoomed).json()["id"]
+            assert engine.entered.wait(10)  # turn 1 answered, turn 2 waits
+            caption_ids = [client.post("/jobs", json=job(small_raster)).json()["id"] for _ in range(3)]
+            running = client.get(f"/jobs/{chain_id}").json()
+            assert running["state"] == "running" and running["progress"]["done"] == 1
+            engine.release.set()
+            status = wait_for(client, chain_id)
+            assert status["state"] == "done", status["error"]
+            result = status["result"]
+            assert result["text"] == "two ships"
+            assert result["zoom"]["outcome"] == "answered after zooming" and len(result["zoom"]["turns"]) == 2
+            roles = sorted(f["properties"]["role"] for f in result["features"])
+            assert roles == ["answer", "zoom"]
+            assert all(wait_for(client, i)["state"] == "done" for i in caption_ids)
+    finally:
+        server.stop()
+
+
+def test_cancelling_a_chained_job_stops_it_between_turns(small_raster):
+    engine = BatchRecorder(_zoom_answer, hold_after=1)
+    server = start_server(engine)
+    try:
+        with client_for(server) as client:
+            zoomed = job(small_raster, "ask", question="What is in the harbour?", options={"zoom": "on", "max_new_tokens": 8})
+            chain_id = client.post("/jobs", json=zoomed).json()["id"]
+            assert engine.entered.wait(10)
+            assert client.delete(f"/jobs/{chain_id}").json()["state"] == "cancelled"
+            engine.release.set()
+            assert wait_for(client, client.post("/jobs", json=job(small_raster)).json()["id"])["state"] == "done"
+            status = client.get(f"/jobs/{chain_id}").json()
+            assert status["state"] == "cancelled" and status["result"] is None
+    finally:
+        server.stop()
+
+
+def test_a_small_job_is_not_stuck_behind_a_large_one(small_raster, large_raster):
+    engine = BatchRecorder(lambda conv: "There are none.", hold_after=1)
+    server = start_server(engine)
+    try:
+        with client_for(server) as client:
+            tiles = {"tile_size": 64, "tile_overlap": 0, "max_new_tokens": 8}
+            large = client.post("/jobs", json=job(large_raster, "detect", options=tiles)).json()
+            assert engine.entered.wait(10)  # the large job's second batch is in flight
+            small = client.post("/jobs", json=job(small_raster, "detect", options={**tiles, "tile_size": 200})).json()
+            engine.release.set()
+            small_done = wait_for(client, small["id"])
+            assert small_done["state"] == "done" and small_done["progress"]["total"] < 10
+            large_done = wait_for(client, large["id"])
+            assert large_done["state"] == "done" and large_done["progress"]["total"] > 1000
+            assert small_done["finished"] < large_done["finished"]  # in after the large job, out long before it
+    finally:
+        server.stop()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -154,3 +155,18 @@ def test_sigterm_cancels_unfinished_jobs_and_exits_cleanly(tiny_checkpoint, tmp_
     assert time.monotonic() - started < 30
     assert "stopped; 2 unfinished job(s) cancelled" in out
     assert not serve.server_file.exists()
+
+
+def test_serve_refuses_bad_input_in_one_line(tiny_checkpoint, tmp_path):
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path)}
+    missing = subprocess.run([str(RSCOVLM), "serve", "--model", str(tmp_path / "nothing")], capture_output=True, text=True, env=env, timeout=300)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr and "Traceback" not in missing.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = subprocess.run(
+            [str(RSCOVLM), "serve", "--model", str(tiny_checkpoint), "--port", str(port)], capture_output=True, text=True, env=env, timeout=300
+        )
+    assert busy.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in busy.stderr
+    assert not (tmp_path / "rscovlm" / "server.json").exists()
