@@ -1,0 +1,199 @@
+"""One Processing algorithm per task: raster, extent, classes or text, options -> feature sink.
+So the tasks run in Batch mode, in the Graphical Modeler, and headless through
+`processing.run("rscovlm:detect", {...})`, with progress and cancel through `feedback`.
+
+They use the backend the plugin's settings name (a running local backend is found through
+its server file), like the dock.
+"""
+
+from __future__ import annotations
+
+from qgis.core import (
+    QgsFeatureSink,
+    QgsProcessing,
+    QgsProcessingAlgorithm,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingLayerPostProcessorInterface,
+    QgsProcessingOutputString,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterExtent,
+    QgsProcessingParameterFeatureSink,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+    QgsRasterBlockFeedback,
+    QgsWkbTypes,
+)
+from qgis.PyQt.QtCore import Qt
+
+from .client import BackendError, resolve_connection
+from .jobs import run_job
+from .layers import STYLES, apply_style, crs_from_text, fields_for, qgs_features, split_roles
+from .raster_input import InputProblem, RasterInput, prepare_raster
+from .resources import icon
+from .settings import ZOOM_CHOICES, PluginSettings
+from .task_request import TASKS, RequestProblem, build_request, split_classes
+
+
+class StyleOnLoad(QgsProcessingLayerPostProcessorInterface):
+    """Styles the output layer QGIS loads when the algorithm finishes (main thread)."""
+
+    def __init__(self, style: str):
+        super().__init__()
+        self.style = style
+
+    def postProcessLayer(self, layer, context, feedback):  # noqa: N802 - QGIS's name
+        apply_style(layer, self.style)
+
+
+# Post-processors must outlive the algorithm instance that registers them.
+_STYLERS = {style: StyleOnLoad(style) for style in set(STYLES.values())}
+
+
+class TaskAlgorithm(QgsProcessingAlgorithm):
+    TASK = ""
+    INPUT, EXTENT, CLASSES, TEXT = "INPUT", "EXTENT", "CLASSES", "TEXT"
+    TILE_SIZE, GSD, ZOOM, PIXEL_SIZE = "TILE_SIZE", "GSD", "ZOOM", "PIXEL_SIZE"
+    OUTPUT, ANSWER = "OUTPUT", "ANSWER"
+
+    def __init__(self):
+        super().__init__()
+        self._raster: RasterInput | None = None
+
+    def name(self) -> str:
+        return self.TASK
+
+    def displayName(self) -> str:  # noqa: N802
+        return TASKS[self.TASK].title
+
+    def icon(self):
+        return icon("rscovlm")
+
+    def createInstance(self):  # noqa: N802
+        return type(self)()
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return HELP[self.TASK] + (
+            "<p>Runs on the RSCoVLM backend set in the plugin's settings (or a running <code>rscovlm serve</code>). "
+            "Rasters without a file (WMS, XYZ) are written to a temporary GeoTIFF first.</p>"
+        )
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        kind = TASKS[self.TASK]
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Raster layer"))
+        self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Extent (default: the whole raster)", optional=True))
+        if kind.needs == "classes":
+            label = "Object classes, comma separated" if self.TASK == "detect" else "Scene classes, comma separated"
+            self.addParameter(QgsProcessingParameterString(self.CLASSES, label))
+        elif kind.needs == "expression":
+            self.addParameter(QgsProcessingParameterString(self.TEXT, "What to find (referring expression)"))
+        elif kind.needs == "question":
+            self.addParameter(QgsProcessingParameterString(self.TEXT, "Question"))
+        advanced = []
+        if self.TASK == "detect":
+            advanced.append(
+                QgsProcessingParameterNumber(self.TILE_SIZE, "Tile size (pixels)", QgsProcessingParameterNumber.Integer, 512, False, 56, 4096)
+            )
+        advanced.append(
+            QgsProcessingParameterNumber(self.GSD, "Ground sampling distance, m/pixel (0: native)", QgsProcessingParameterNumber.Double, 0.0, True, 0.0)
+        )
+        if self.TASK in ("ground", "ask"):
+            advanced.append(QgsProcessingParameterEnum(self.ZOOM, "Zoom-in Chain", list(ZOOM_CHOICES), False, 0))
+        advanced.append(
+            QgsProcessingParameterNumber(
+                self.PIXEL_SIZE, "Pixel size for layers without a file (layer units; 0: automatic)", QgsProcessingParameterNumber.Double, 0.0, True, 0.0
+            )
+        )
+        for parameter in advanced:
+            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(parameter)
+        self.addParameter(QgsProcessingParameterFeatureSink(self.OUTPUT, TITLES_OUT[self.TASK], QgsProcessing.TypeVectorPolygon))
+        if kind.text_answer:
+            self.addOutput(QgsProcessingOutputString(self.ANSWER, "Answer"))
+
+    def prepareAlgorithm(self, parameters, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> bool:  # noqa: N802
+        """Layers belong to the main thread: check them and copy what the worker needs here."""
+        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        extent = self.parameterAsExtent(parameters, self.EXTENT, context) if parameters.get(self.EXTENT) else None
+        extent_crs = self.parameterAsExtentCrs(parameters, self.EXTENT, context) if extent is not None else None
+        pixel_size = self.parameterAsDouble(parameters, self.PIXEL_SIZE, context) or None
+        try:
+            self._raster = prepare_raster(layer, extent, extent_crs, context.transformContext(), pixel_size)
+        except InputProblem as exc:
+            raise QgsProcessingException(exc.message) from None
+        return True
+
+    def processAlgorithm(self, parameters, context: QgsProcessingContext, feedback: QgsProcessingFeedback):  # noqa: N802
+        raster = self._raster
+        settings = PluginSettings.load()
+        kind = TASKS[self.TASK]
+        try:
+            classes = split_classes(self.parameterAsString(parameters, self.CLASSES, context)) if kind.needs == "classes" else None
+            text = self.parameterAsString(parameters, self.TEXT, context) if kind.needs in ("expression", "question") else ""
+            zoom = ZOOM_CHOICES[self.parameterAsEnum(parameters, self.ZOOM, context)] if self.TASK in ("ground", "ask") else None
+            tile = self.parameterAsInt(parameters, self.TILE_SIZE, context) if self.TASK == "detect" else None
+            gsd = self.parameterAsDouble(parameters, self.GSD, context) or None
+            body = build_request(self.TASK, raster.file or "", raster.extent_tuple(), raster.crs_text, classes, text, tile, gsd, zoom)
+            connection = resolve_connection(settings)
+        except (RequestProblem, BackendError) as exc:
+            raise QgsProcessingException(str(exc)) from None
+        blocks = QgsRasterBlockFeedback()
+        # Direct: the worker is not running an event loop while it waits between polls.
+        feedback.canceled.connect(blocks.cancel, Qt.ConnectionType.DirectConnection)
+        if feedback.isCanceled():
+            blocks.cancel()
+
+        def progress(done: int, total: int) -> None:
+            if total:
+                feedback.setProgress(100.0 * done / total)
+                feedback.setProgressText(f"{done} of {total} views answered")
+
+        feedback.pushInfo(f"{self.TASK} on {raster.layer_name} via {connection.url} ({connection.source})")
+        try:
+            status = run_job(connection, raster, body, context.transformContext(), blocks, float(settings.timeout_s), int(settings.poll_interval_ms), progress)
+        except (BackendError, InputProblem) as exc:
+            raise QgsProcessingException(str(exc)) from None
+        result = status.get("result") or {}
+        answer, zoom_regions = split_roles(result.get("features") or [])
+        features = answer + zoom_regions
+        fields = fields_for(features)
+        sink, dest = self.parameterAsSink(parameters, self.OUTPUT, context, fields, QgsWkbTypes.Polygon, crs_from_text(result.get("crs")))
+        if sink is None:
+            raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
+        qgs, skipped = qgs_features(features, fields, QgsWkbTypes.PolygonGeometry)
+        sink.addFeatures(qgs, QgsFeatureSink.FastInsert)
+        if skipped:
+            feedback.pushWarning(f"{skipped} feature(s) had no usable polygon and were left out.")
+        for warning in result.get("warnings") or []:
+            feedback.pushWarning(f"backend: {warning}")
+        if context.willLoadLayerOnCompletion(dest):
+            context.layerToLoadOnCompletionDetails(dest).setPostProcessor(_STYLERS[STYLES[self.TASK]])
+        outputs = {self.OUTPUT: dest}
+        if kind.text_answer:
+            outputs[self.ANSWER] = result.get("text") or ""
+            feedback.pushInfo(f"answer: {outputs[self.ANSWER]}")
+        else:
+            feedback.pushInfo(f"{len(qgs)} feature(s)")
+        return outputs
+
+
+TITLES_OUT = {"detect": "Detections", "ground": "Grounding", "caption": "Caption", "classify": "Scene class", "ask": "Answer"}
+HELP = {
+    "detect": "<p>Finds objects of the given classes as rotated boxes (one feature per object, class in <i>label</i>). "
+    "Large extents are cut into tiles at the raster's resolution and merged.</p>",
+    "ground": "<p>Finds the one object a phrase describes (e.g. <i>the white ship next to the pier</i>) as a box; "
+    "on large extents the Zoom-in Chain shows where the model looked (role = zoom).</p>",
+    "caption": "<p>Describes the extent in a sentence: one feature, the extent, with the caption in <i>text</i>.</p>",
+    "classify": "<p>Names the scene class of the extent among the given classes (in <i>label</i>).</p>",
+    "ask": "<p>Answers a question about the extent in a word or a short phrase (in <i>text</i>).</p>",
+}
+
+
+def _algorithm(task: str) -> type:
+    return type(f"{task.capitalize()}Algorithm", (TaskAlgorithm,), {"TASK": task})
+
+
+ALGORITHMS = tuple(_algorithm(task) for task in TASKS)

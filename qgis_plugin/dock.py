@@ -1,0 +1,336 @@
+"""The RSCoVLM dock: backend status and control, the question (raster, task, classes or text,
+extent, options), Run/Cancel with progress, the answer, the history, saving and diagnostics.
+Widgets only: what happens is the controller's."""
+
+from __future__ import annotations
+
+from qgis.core import QgsGeometry, QgsMapLayerProxyModel, QgsRectangle, QgsWkbTypes
+from qgis.gui import QgsCheckableComboBox, QgsDoubleSpinBox, QgsMapLayerComboBox, QgsMapToolExtent, QgsRubberBand
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtGui import QColor
+from qgis.PyQt.QtWidgets import (
+    QApplication,
+    QComboBox,
+    QDockWidget,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QTextBrowser,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .controller import Controller, RunInput, canvas_pixel_size
+from .resources import icon
+from .settings import ZOOM_CHOICES
+from .task_request import DOTA_CLASSES, TASK_KINDS, TASKS, split_classes
+
+EXTENT_CANVAS, EXTENT_LAYER, EXTENT_DRAWN = "canvas", "layer", "drawn"
+STATUS_COLORS = {"running": "#2e7d32", "starting": "#f9a825", "stopped": "#757575", "error": "#c62828"}
+
+
+class RSCoVLMDock(QDockWidget):
+    def __init__(self, iface, controller: Controller, open_settings, parent=None):
+        super().__init__("RSCoVLM", parent)
+        self.setObjectName("RSCoVLMDock")
+        self.iface = iface
+        self.controller = controller
+        self.canvas = iface.mapCanvas()
+        self.drawn_extent: QgsRectangle | None = None
+        self.drawn_crs = None
+        self.previous_tool = None
+        self.extent_tool = QgsMapToolExtent(self.canvas)
+        self.extent_tool.extentChanged.connect(self._extent_drawn)
+        self.rubber_band = QgsRubberBand(self.canvas, QgsWkbTypes.PolygonGeometry)
+        self.rubber_band.setColor(QColor(255, 140, 0, 200))
+        self.rubber_band.setFillColor(QColor(255, 140, 0, 30))
+        self.rubber_band.setWidth(2)
+
+        body = QWidget()
+        layout = QVBoxLayout(body)
+        layout.addWidget(self._backend_box(open_settings))
+        layout.addWidget(self._question_box())
+        layout.addWidget(self._run_box())
+        layout.addWidget(self._answer_box())
+        layout.addStretch(1)
+        self.setWidget(body)
+
+        controller.status_changed.connect(self._show_status)
+        controller.running_changed.connect(self._show_running)
+        controller.progressed.connect(self._show_progress)
+        controller.answered.connect(self._show_answer)
+        controller.history_changed.connect(self._show_history)
+        controller.layers_changed.connect(self._show_result_layers)
+        self._task_changed()
+        self._show_running(False)
+
+    # --- building ---
+
+    def _backend_box(self, open_settings) -> QGroupBox:
+        box = QGroupBox("Backend")
+        layout = QVBoxLayout(box)
+        self.status_label = QLabel("Not checked yet")
+        self.status_label.setWordWrap(True)
+        self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        buttons = QHBoxLayout()
+        self.start_button = QPushButton("Start backend")
+        self.stop_button = QPushButton("Stop")
+        settings_button = QPushButton("Settings…")
+        refresh_button = QPushButton("Refresh")
+        self.start_button.clicked.connect(self.controller.start_backend)
+        self.stop_button.clicked.connect(self.controller.stop_backend)
+        settings_button.clicked.connect(open_settings)
+        refresh_button.clicked.connect(self.controller.refresh_status)
+        for button in (self.start_button, self.stop_button, settings_button, refresh_button):
+            buttons.addWidget(button)
+        layout.addWidget(self.status_label)
+        layout.addLayout(buttons)
+        return box
+
+    def _question_box(self) -> QGroupBox:
+        box = QGroupBox("Question")
+        form = QFormLayout(box)
+        self.layer_combo = QgsMapLayerComboBox()
+        self.layer_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        self.task_combo = QComboBox()
+        for kind in TASK_KINDS:
+            self.task_combo.addItem(kind.title, kind.name)
+        self.task_combo.currentIndexChanged.connect(self._task_changed)
+        self.dota_classes = QgsCheckableComboBox()
+        self.dota_classes.addItems(list(DOTA_CLASSES))
+        self.dota_classes.setDefaultText("DOTA classes…")
+        self.classes_edit = QLineEdit()
+        self.classes_edit.setPlaceholderText("more classes, comma separated")
+        self.text_edit = QLineEdit()
+        self.text_edit.returnPressed.connect(self.run)
+        self.extent_combo = QComboBox()
+        self.extent_combo.addItem("Map canvas", EXTENT_CANVAS)
+        self.extent_combo.addItem("Whole layer", EXTENT_LAYER)
+        self.extent_combo.addItem("Drawn rectangle", EXTENT_DRAWN)
+        self.extent_combo.currentIndexChanged.connect(self._extent_mode_changed)
+        draw = QToolButton()
+        draw.setIcon(icon("draw_extent"))
+        draw.setToolTip("Draw a rectangle on the map")
+        draw.clicked.connect(self.draw_extent)
+        extent_row = QHBoxLayout()
+        extent_row.addWidget(self.extent_combo, 1)
+        extent_row.addWidget(draw)
+        settings = self.controller.settings()
+        self.tile_size = QSpinBox()
+        self.tile_size.setRange(56, 4096)
+        self.tile_size.setSingleStep(56)
+        self.tile_size.setValue(settings.tile_size)
+        self.tile_size.setSuffix(" px")
+        self.gsd = QgsDoubleSpinBox()
+        self.gsd.setRange(0.0, 1000.0)
+        self.gsd.setDecimals(2)
+        self.gsd.setSpecialValueText("native")
+        self.gsd.setClearValue(0.0)
+        self.gsd.setValue(settings.gsd)
+        self.gsd.setSuffix(" m/px")
+        self.zoom = QComboBox()
+        self.zoom.addItems(list(ZOOM_CHOICES))
+        self.zoom.setCurrentText(settings.zoom)
+        form.addRow("Raster", self.layer_combo)
+        form.addRow("Task", self.task_combo)
+        self.classes_label = QLabel("Classes")
+        form.addRow(self.classes_label, self.dota_classes)
+        form.addRow("", self.classes_edit)
+        self.text_label = QLabel("Question")
+        form.addRow(self.text_label, self.text_edit)
+        form.addRow("Extent", extent_row)
+        self.tile_label = QLabel("Tile size")
+        form.addRow(self.tile_label, self.tile_size)
+        form.addRow("GSD", self.gsd)
+        self.zoom_label = QLabel("Zoom-in")
+        form.addRow(self.zoom_label, self.zoom)
+        return box
+
+    def _run_box(self) -> QWidget:
+        box = QWidget()
+        layout = QHBoxLayout(box)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.run_button = QPushButton("Run")
+        self.run_button.setIcon(icon("rscovlm"))
+        self.cancel_button = QPushButton("Cancel")
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 100)
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button.clicked.connect(self.controller.cancel)
+        layout.addWidget(self.run_button)
+        layout.addWidget(self.cancel_button)
+        layout.addWidget(self.progress, 1)
+        return box
+
+    def _answer_box(self) -> QGroupBox:
+        box = QGroupBox("Answers")
+        layout = QVBoxLayout(box)
+        self.answer_view = QTextBrowser()
+        self.answer_view.setMaximumHeight(90)
+        self.history_list = QListWidget()
+        self.history_list.setMaximumHeight(120)
+        results_row = QHBoxLayout()
+        self.result_combo = QComboBox()
+        save = QPushButton("Save as GeoPackage…")
+        save.clicked.connect(self.save_result)
+        results_row.addWidget(self.result_combo, 1)
+        results_row.addWidget(save)
+        diagnostics = QPushButton("Copy diagnostics")
+        diagnostics.clicked.connect(self.copy_diagnostics)
+        layout.addWidget(self.answer_view)
+        layout.addWidget(QLabel("History"))
+        layout.addWidget(self.history_list)
+        layout.addLayout(results_row)
+        layout.addWidget(diagnostics)
+        return box
+
+    # --- input ---
+
+    def current_task(self) -> str:
+        return self.task_combo.currentData()
+
+    def _task_changed(self) -> None:
+        kind = TASKS[self.current_task()]
+        detect = kind.name == "detect"
+        self.dota_classes.setVisible(detect)
+        self.classes_label.setVisible(kind.needs == "classes")
+        self.classes_label.setText("Classes" if detect else "Scene classes")
+        self.classes_edit.setVisible(kind.needs == "classes")
+        self.classes_edit.setPlaceholderText("more classes, comma separated" if detect else "e.g. airport, harbor, farmland, residential")
+        self.text_edit.setVisible(kind.needs in ("expression", "question"))
+        self.text_label.setVisible(kind.needs in ("expression", "question"))
+        self.text_label.setText("Find" if kind.needs == "expression" else "Question")
+        self.text_edit.setPlaceholderText("e.g. the white ship next to the pier" if kind.needs == "expression" else "e.g. How many planes are parked?")
+        self.tile_size.setVisible(detect)
+        self.tile_label.setVisible(detect)
+        self.zoom.setVisible(kind.name in ("ground", "ask"))
+        self.zoom_label.setVisible(kind.name in ("ground", "ask"))
+
+    def classes(self) -> list[str]:
+        chosen = list(self.dota_classes.checkedItems()) if self.current_task() == "detect" else []
+        return list(dict.fromkeys(chosen + split_classes(self.classes_edit.text())))
+
+    def run_input(self) -> RunInput:
+        layer = self.layer_combo.currentLayer()
+        mode = self.extent_combo.currentData()
+        extent, crs = None, None
+        if mode == EXTENT_CANVAS:
+            extent, crs = self.canvas.extent(), self.canvas.mapSettings().destinationCrs()
+        elif mode == EXTENT_DRAWN and self.drawn_extent is not None:
+            extent, crs = self.drawn_extent, self.drawn_crs
+        pixel_size = canvas_pixel_size(self.canvas, layer, self.controller.project) if layer is not None and layer.crs().isValid() else None
+        return RunInput(
+            layer=layer,
+            task=self.current_task(),
+            classes=self.classes(),
+            text=self.text_edit.text(),
+            extent=extent,
+            extent_crs=crs,
+            pixel_size=pixel_size,
+            tile_size=self.tile_size.value() if self.current_task() == "detect" else None,
+            gsd=self.gsd.value() or None,
+            zoom=self.zoom.currentText() if self.current_task() in ("ground", "ask") else None,
+        )
+
+    def run(self) -> bool:
+        settings = self.controller.settings()
+        settings.tile_size, settings.gsd, settings.zoom = self.tile_size.value(), self.gsd.value(), self.zoom.currentText()
+        settings.save()
+        if self.extent_combo.currentData() == EXTENT_DRAWN and self.drawn_extent is None:
+            self.controller.notifier.error("No rectangle is drawn yet. Click the draw button beside Extent and drag a rectangle on the map.")
+            return False
+        return self.controller.run(self.run_input())
+
+    # --- extent drawing ---
+
+    def draw_extent(self) -> None:
+        self.previous_tool = self.canvas.mapTool()
+        self.canvas.setMapTool(self.extent_tool)
+
+    def _extent_drawn(self, extent: QgsRectangle) -> None:
+        if extent.isEmpty():
+            return
+        self.drawn_extent = QgsRectangle(extent)
+        self.drawn_crs = self.canvas.mapSettings().destinationCrs()
+        self.rubber_band.setToGeometry(QgsGeometry.fromRect(self.drawn_extent), None)
+        self.extent_tool.clearRubberBand()
+        self.extent_combo.setCurrentIndex(self.extent_combo.findData(EXTENT_DRAWN))
+        if self.previous_tool is not None:
+            self.canvas.setMapTool(self.previous_tool)
+        else:
+            self.canvas.unsetMapTool(self.extent_tool)
+
+    def _extent_mode_changed(self) -> None:
+        if self.extent_combo.currentData() != EXTENT_DRAWN:
+            self.rubber_band.reset(QgsWkbTypes.PolygonGeometry)
+        elif self.drawn_extent is not None:
+            self.rubber_band.setToGeometry(QgsGeometry.fromRect(self.drawn_extent), None)
+
+    # --- showing ---
+
+    def _show_status(self, state: str, text: str) -> None:
+        color = STATUS_COLORS.get(state, "#757575")
+        self.status_label.setText(f'<span style="color:{color}">●</span> <b>{state}</b> — {_escape(text)}')
+        self.start_button.setEnabled(state in ("stopped", "error"))
+        self.stop_button.setEnabled(self.controller.backend.state != "stopped")
+
+    def _show_running(self, running: bool) -> None:
+        self.run_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+        if running:
+            self.progress.setRange(0, 0)  # busy until the first progress arrives
+        else:
+            self.progress.setRange(0, 100)
+            self.progress.setValue(0)
+
+    def _show_progress(self, done: int, total: int) -> None:
+        if total:
+            self.progress.setRange(0, total)
+            self.progress.setValue(done)
+            self.progress.setFormat(f"{done} / {total} views")
+
+    def _show_answer(self, question: str, answer: str) -> None:
+        self.answer_view.setPlainText(f"{question}\n→ {answer}")
+
+    def _show_history(self) -> None:
+        self.history_list.clear()
+        for entry in reversed(self.controller.history):
+            self.history_list.addItem(f"{entry.question} → {entry.answer}")
+
+    def _show_result_layers(self) -> None:
+        self.result_combo.clear()
+        for layer in reversed(self.controller.result_layers):
+            if self.controller.project.mapLayer(layer.id()) is not None:
+                self.result_combo.addItem(layer.name(), layer.id())
+
+    def save_result(self) -> None:
+        layer = self.controller.project.mapLayer(self.result_combo.currentData() or "")
+        if layer is None:
+            self.controller.notifier.error("No result to save yet. Run a question first.")
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Save as GeoPackage", f"{layer.name()}.gpkg", "GeoPackage (*.gpkg)")
+        if path:
+            self.controller.save_geopackage(layer, path)
+
+    def copy_diagnostics(self) -> None:
+        QApplication.clipboard().setText(self.controller.diagnostics())
+        self.controller.notifier.info("Diagnostics copied to the clipboard: paste them into your bug report.")
+
+    def cleanup(self) -> None:
+        """Before the plugin unloads: no map tool or rubber band of ours is left on the canvas."""
+        if self.canvas.mapTool() is self.extent_tool:
+            self.canvas.unsetMapTool(self.extent_tool)
+        self.rubber_band.reset(QgsWkbTypes.PolygonGeometry)
+        self.canvas.scene().removeItem(self.rubber_band)
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -1,0 +1,281 @@
+"""Answers as map layers: a GeoJSON FeatureCollection from the backend becomes memory layers in
+the result's CRS (EPSG code or WKT), with the fields the backend sends, styled from
+resources/styles and gathered in the "RSCoVLM results" group.
+
+Feature properties are untrusted text from a model: unknown geometry types and values that do
+not fit are skipped and counted, never raised.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zlib
+from pathlib import Path
+from typing import Any
+
+from qgis.core import (
+    QgsCategorizedSymbolRenderer,
+    QgsCoordinateReferenceSystem,
+    QgsFeature,
+    QgsField,
+    QgsFields,
+    QgsGeometry,
+    QgsLayerTreeGroup,
+    QgsPointXY,
+    QgsProject,
+    QgsRendererCategory,
+    QgsVectorFileWriter,
+    QgsVectorLayer,
+    QgsWkbTypes,
+)
+from qgis.PyQt.QtCore import QVariant
+from qgis.PyQt.QtGui import QColor
+
+from .resources import style_path
+from .task_request import DOTA_CLASSES
+
+GROUP_NAME = "RSCoVLM results"
+# What every feature of the backend carries (backend/writers.py writes the same set); more
+# properties become more fields.
+STANDARD_FIELDS = (
+    ("task", QVariant.String),
+    ("label", QVariant.String),
+    ("model", QVariant.String),
+    ("prompt", QVariant.String),
+    ("tile", QVariant.Int),
+    ("raw_text", QVariant.String),
+    ("text", QVariant.String),
+    ("role", QVariant.String),
+)
+# One colour per DOTA class, in DOTA_CLASSES' order; other classes get one by a stable hash.
+PALETTE = (
+    "#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45", "#fabed4",
+    "#469990", "#dcbeff", "#9a6324", "#fffac8", "#800000", "#aaffc3", "#808000", "#ffd8b1", "#000075",
+)  # fmt: skip
+STYLES = {"detect": "detections", "ground": "grounding", "caption": "answer", "classify": "answer", "ask": "answer", "zoom": "zoom"}
+TITLES = {"detect": "Detections", "ground": "Grounding", "caption": "Caption", "classify": "Scene class", "ask": "Answer", "zoom": "Zoom regions"}
+
+
+def crs_from_text(text: str | None) -> QgsCoordinateReferenceSystem:
+    """The CRS the backend names: 'EPSG:xxxx' or WKT. Invalid (no CRS) when absent."""
+    if not text:
+        return QgsCoordinateReferenceSystem()
+    if text.upper().startswith("EPSG:"):
+        return QgsCoordinateReferenceSystem(text.upper())
+    return QgsCoordinateReferenceSystem.fromWkt(text)
+
+
+def class_color(label: str) -> QColor:
+    name = label.strip().lower()
+    index = DOTA_CLASSES.index(name) if name in DOTA_CLASSES else zlib.crc32(name.encode()) % len(PALETTE)
+    return QColor(PALETTE[index])
+
+
+def _field_type(value: Any) -> QVariant.Type:
+    if isinstance(value, bool):
+        return QVariant.Bool
+    if isinstance(value, int):
+        return QVariant.LongLong
+    if isinstance(value, float):
+        return QVariant.Double
+    return QVariant.String
+
+
+def fields_for(features: list[dict]) -> QgsFields:
+    """The standard fields, then every other property in order of first appearance."""
+    fields = QgsFields()
+    known = {}
+    for name, kind in STANDARD_FIELDS:
+        fields.append(QgsField(name, kind))
+        known[name] = kind
+    for feature in features:
+        for name, value in (feature.get("properties") or {}).items():
+            if name not in known and value is not None:
+                known[name] = _field_type(value)
+                fields.append(QgsField(name, known[name]))
+    return fields
+
+
+def _ring(coordinates: list) -> list[QgsPointXY]:
+    return [QgsPointXY(float(x), float(y)) for x, y, *_ in coordinates]
+
+
+def geometry_from_geojson(geometry: dict | None) -> QgsGeometry | None:
+    """Polygon, MultiPolygon, Point and LineString; None for anything else or malformed."""
+    try:
+        kind, coordinates = geometry["type"], geometry["coordinates"]
+        if kind == "Polygon":
+            return QgsGeometry.fromPolygonXY([_ring(ring) for ring in coordinates])
+        if kind == "MultiPolygon":
+            return QgsGeometry.fromMultiPolygonXY([[_ring(ring) for ring in polygon] for polygon in coordinates])
+        if kind == "Point":
+            return QgsGeometry.fromPointXY(QgsPointXY(float(coordinates[0]), float(coordinates[1])))
+        if kind == "LineString":
+            return QgsGeometry.fromPolylineXY(_ring(coordinates))
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _value(value: Any, kind: QVariant.Type) -> Any:
+    if value is None:
+        return None
+    if kind == QVariant.String:
+        return value if isinstance(value, str) else json.dumps(value)
+    if kind in (QVariant.Int, QVariant.LongLong):
+        return int(value)
+    if kind == QVariant.Double:
+        return float(value)
+    if kind == QVariant.Bool:
+        return bool(value)
+    return value
+
+
+def qgs_features(features: list[dict], fields: QgsFields, geometry_type: int) -> tuple[list[QgsFeature], int]:
+    """QgsFeatures of one geometry type, and how many features were skipped."""
+    out, skipped = [], 0
+    for feature in features:
+        geometry = geometry_from_geojson(feature.get("geometry"))
+        if geometry is None or geometry.isNull() or QgsWkbTypes.geometryType(geometry.wkbType()) != geometry_type:
+            skipped += 1
+            continue
+        qgs = QgsFeature(fields)
+        qgs.setGeometry(geometry)
+        properties = feature.get("properties") or {}
+        for index in range(fields.count()):
+            field = fields.at(index)
+            try:
+                qgs.setAttribute(index, _value(properties.get(field.name()), field.type()))
+            except (TypeError, ValueError):
+                qgs.setAttribute(index, None)
+        out.append(qgs)
+    return out, skipped
+
+
+def layer_uri(features: list[dict]) -> tuple[str, int]:
+    """The memory-layer geometry of the first feature (polygons when there are none)."""
+    first = next((geometry_from_geojson(f.get("geometry")) for f in features), None)
+    if first is not None and not first.isNull():
+        kind = QgsWkbTypes.geometryType(first.wkbType())
+        if kind == QgsWkbTypes.PointGeometry:
+            return "Point", kind
+        if kind == QgsWkbTypes.LineGeometry:
+            return "LineString", kind
+        if first.isMultipart():
+            return "MultiPolygon", QgsWkbTypes.PolygonGeometry
+    return "Polygon", QgsWkbTypes.PolygonGeometry
+
+
+def build_layer(name: str, features: list[dict], crs_text: str | None, style: str | None = None) -> tuple[QgsVectorLayer, int]:
+    """A memory layer holding `features` in the CRS the backend named; returns it and the
+    number of features skipped."""
+    geometry, geometry_type = layer_uri(features)
+    layer = QgsVectorLayer(f"{geometry}?index=yes", name, "memory")
+    layer.setCrs(crs_from_text(crs_text))
+    fields = fields_for(features)
+    layer.dataProvider().addAttributes(fields.toList())
+    layer.updateFields()
+    qgs, skipped = qgs_features(features, layer.fields(), geometry_type)
+    layer.dataProvider().addFeatures(qgs)
+    layer.updateExtents()
+    if style:
+        apply_style(layer, style)
+    return layer, skipped
+
+
+def replace_features(layer: QgsVectorLayer, features: list[dict]) -> int:
+    """Swap in the merged features of a later poll (merging may drop earlier ones)."""
+    provider = layer.dataProvider()
+    known = {layer.fields().at(i).name() for i in range(layer.fields().count())}
+    new_fields = [field for field in fields_for(features).toList() if field.name() not in known]
+    if new_fields:
+        provider.addAttributes(new_fields)
+        layer.updateFields()
+    provider.truncate()
+    geometry_type = QgsWkbTypes.geometryType(layer.wkbType())
+    qgs, skipped = qgs_features(features, layer.fields(), geometry_type)
+    provider.addFeatures(qgs)
+    layer.updateExtents()
+    if layer.customProperty("rscovlm/style") == "detections":
+        categorise_by_class(layer)
+    layer.triggerRepaint()
+    return skipped
+
+
+def apply_style(layer: QgsVectorLayer, style: str) -> None:
+    layer.loadNamedStyle(str(style_path(style)))
+    layer.setCustomProperty("rscovlm/style", style)
+    if style == "detections":
+        categorise_by_class(layer)
+
+
+def categorise_by_class(layer: QgsVectorLayer) -> None:
+    """One colour per class present, on the style file's symbol; labels stay as the file sets them."""
+    renderer = layer.renderer()
+    base = renderer.sourceSymbol() if isinstance(renderer, QgsCategorizedSymbolRenderer) else renderer.symbol()
+    index = layer.fields().indexOf("label")
+    classes = sorted({str(v) for v in layer.uniqueValues(index) if v not in (None, "")}) if index >= 0 else []
+    categories = []
+    for label in classes:
+        color, fill = class_color(label), class_color(label)
+        fill.setAlpha(50)
+        symbol = base.clone()
+        symbol.setColor(fill)
+        for layer_index in range(symbol.symbolLayerCount()):
+            symbol.symbolLayer(layer_index).setStrokeColor(color)
+        categories.append(QgsRendererCategory(label, symbol, label))
+    categorised = QgsCategorizedSymbolRenderer("label", categories)
+    categorised.setSourceSymbol(base.clone())
+    layer.setRenderer(categorised)
+
+
+def results_group(project: QgsProject) -> QgsLayerTreeGroup:
+    root = project.layerTreeRoot()
+    group = root.findGroup(GROUP_NAME)
+    return group if group is not None else root.insertGroup(0, GROUP_NAME)
+
+
+def add_to_results(project: QgsProject, layer: QgsVectorLayer) -> None:
+    project.addMapLayer(layer, False)
+    results_group(project).insertLayer(0, layer)
+
+
+def remove_from_results(project: QgsProject, layer: QgsVectorLayer) -> None:
+    """Take a layer back out (a failed job), and the group when nothing else is in it."""
+    if project.mapLayer(layer.id()) is not None:
+        project.removeMapLayer(layer.id())
+    group = project.layerTreeRoot().findGroup(GROUP_NAME)
+    if group is not None and not group.children():
+        project.layerTreeRoot().removeChildNode(group)
+
+
+def split_roles(features: list[dict]) -> tuple[list[dict], list[dict]]:
+    """The answer's features, and the zoom regions the model looked at (role 'zoom')."""
+    answer, zoom = [], []
+    for feature in features:
+        (zoom if (feature.get("properties") or {}).get("role") == "zoom" else answer).append(feature)
+    return answer, zoom
+
+
+def save_geopackage(layer: QgsVectorLayer, path: str) -> str:
+    """Write the layer to `path` through a temporary file beside it, so a failure leaves any
+    existing file whole."""
+    target = Path(path)
+    if target.suffix.lower() != ".gpkg":
+        target = target.with_suffix(".gpkg")
+    if not target.parent.is_dir():
+        raise OSError(f"folder {target.parent} does not exist")
+    fd, staging = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".gpkg", dir=target.parent)
+    os.close(fd)
+    os.unlink(staging)
+    options = QgsVectorFileWriter.SaveVectorOptions()
+    options.driverName = "GPKG"
+    options.layerName = layer.name()
+    error, message, _, _ = QgsVectorFileWriter.writeAsVectorFormatV3(layer, staging, QgsProject.instance().transformContext(), options)
+    if error != QgsVectorFileWriter.WriterError.NoError:
+        Path(staging).unlink(missing_ok=True)
+        raise OSError(message or f"GDAL error {int(error)}")
+    os.replace(staging, target)
+    return str(target)

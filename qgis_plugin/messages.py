@@ -1,0 +1,64 @@
+"""Telling the user: message bar entries (with a button to the settings or the log where that
+helps), lines in the message log under "RSCoVLM", and the last errors kept for diagnostics."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Callable
+
+from qgis.core import Qgis
+from qgis.PyQt.QtWidgets import QPushButton
+
+from .jobs import log
+
+TITLE = "RSCoVLM"
+# Which button helps with which failure: a wrong URL or token is fixed in the settings; a job
+# the backend refused or that failed is explained in the log.
+BUTTON_FOR_KIND = {
+    "not running": "settings",
+    "unreachable": "settings",
+    "token": "settings",
+    "timeout": "log",
+    "rejected": "log",
+    "failed": "log",
+    "server": "log",
+    "backend": "log",
+}
+
+
+class Notifier:
+    def __init__(self, iface, open_settings: Callable[[], None]):
+        self.iface = iface
+        self.open_settings = open_settings
+        self.errors: deque[str] = deque(maxlen=20)
+
+    def error(self, message: str, kind: str = "") -> None:
+        self.errors.append(f"{time.strftime('%Y-%m-%d %H:%M:%S')} [{kind or 'error'}] {message}")
+        log(message, Qgis.MessageLevel.Critical if kind in ("failed", "server", "backend") else Qgis.MessageLevel.Warning)
+        self._push(message, Qgis.MessageLevel.Critical, BUTTON_FOR_KIND.get(kind), 0)
+
+    def warning(self, message: str) -> None:
+        log(message, Qgis.MessageLevel.Warning)
+        self._push(message, Qgis.MessageLevel.Warning, "log", 10)
+
+    def success(self, message: str) -> None:
+        log(message, Qgis.MessageLevel.Success)
+        self._push(message, Qgis.MessageLevel.Success, None, 5)
+
+    def info(self, message: str) -> None:
+        log(message)
+        self._push(message, Qgis.MessageLevel.Info, None, 5)
+
+    def _push(self, message: str, level: Qgis.MessageLevel, button: str | None, duration: int) -> None:
+        bar = self.iface.messageBar()
+        item = bar.createMessage(TITLE, message)
+        if button == "settings":
+            widget = QPushButton("Open settings")
+            widget.clicked.connect(self.open_settings)
+            item.layout().addWidget(widget)
+        elif button == "log":
+            widget = QPushButton("Open log")
+            widget.clicked.connect(self.iface.openMessageLog)
+            item.layout().addWidget(widget)
+        bar.pushWidget(item, level, duration)

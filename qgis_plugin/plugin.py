@@ -1,0 +1,81 @@
+"""The plugin object QGIS loads: the dock, the menu and toolbar actions, the Processing
+provider; unload takes all of them away again and stops a backend the plugin started."""
+
+from __future__ import annotations
+
+from qgis.core import QgsApplication
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtWidgets import QAction, QDialog
+
+from .controller import Controller
+from .dock import RSCoVLMDock
+from .provider import RSCoVLMProvider
+from .resources import icon
+from .settings import PluginSettings
+from .settings_dialog import SettingsDialog
+
+MENU = "&RSCoVLM"
+
+
+class RSCoVLMPlugin:
+    def __init__(self, iface):
+        self.iface = iface
+        self.provider: RSCoVLMProvider | None = None
+        self.controller: Controller | None = None
+        self.dock: RSCoVLMDock | None = None
+        self.actions: list[QAction] = []
+
+    def initProcessing(self) -> None:  # noqa: N802 - QGIS calls it, also without a GUI (qgis_process)
+        if self.provider is None:
+            self.provider = RSCoVLMProvider()
+            QgsApplication.processingRegistry().addProvider(self.provider)
+
+    def initGui(self) -> None:  # noqa: N802
+        self.initProcessing()
+        self.controller = Controller(self.iface, self.open_settings)
+        self.dock = RSCoVLMDock(self.iface, self.controller, self.open_settings, self.iface.mainWindow())
+        self.dock.hide()
+        self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
+        self.dock.visibilityChanged.connect(self._dock_shown)
+
+        toggle = QAction(icon("rscovlm"), "RSCoVLM", self.iface.mainWindow())
+        toggle.setCheckable(True)
+        toggle.toggled.connect(self.dock.setVisible)
+        self.dock.visibilityChanged.connect(toggle.setChecked)
+        settings = QAction("Settings…", self.iface.mainWindow())
+        settings.triggered.connect(self.open_settings)
+        diagnostics = QAction("Copy diagnostics", self.iface.mainWindow())
+        diagnostics.triggered.connect(self.dock.copy_diagnostics)
+        self.actions = [toggle, settings, diagnostics]
+        for action in self.actions:
+            self.iface.addPluginToMenu(MENU, action)
+        self.iface.addToolBarIcon(toggle)
+
+    def _dock_shown(self, visible: bool) -> None:
+        if visible and self.controller is not None:
+            self.controller.refresh_status()
+
+    def open_settings(self) -> None:
+        dialog = SettingsDialog(PluginSettings.load(), self.iface.mainWindow())
+        if dialog.exec() == QDialog.DialogCode.Accepted:
+            dialog.values().save()
+            if self.controller is not None:
+                self.controller.refresh_status()
+
+    def unload(self) -> None:
+        if self.controller is not None:
+            self.controller.unload()
+        for action in self.actions:
+            self.iface.removePluginMenu(MENU, action)
+            self.iface.removeToolBarIcon(action)
+            action.deleteLater()
+        self.actions = []
+        if self.dock is not None:
+            self.dock.cleanup()
+            self.iface.removeDockWidget(self.dock)
+            self.dock.deleteLater()
+            self.dock = None
+        self.controller = None
+        if self.provider is not None:
+            QgsApplication.processingRegistry().removeProvider(self.provider)
+            self.provider = None

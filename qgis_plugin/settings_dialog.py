@@ -1,0 +1,105 @@
+"""The backend settings: start a local backend (its command or Python, model, adapter,
+quantisation, device) or connect to a URL with a token."""
+
+from __future__ import annotations
+
+from qgis.gui import QgsFileWidget, QgsPasswordLineEdit
+from qgis.PyQt.QtWidgets import (
+    QButtonGroup,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFormLayout,
+    QGroupBox,
+    QLineEdit,
+    QRadioButton,
+    QSpinBox,
+    QVBoxLayout,
+)
+
+from .settings import DEVICE_CHOICES, QUANTIZE_CHOICES, PluginSettings
+
+
+class SettingsDialog(QDialog):
+    def __init__(self, settings: PluginSettings, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("RSCoVLM settings")
+        self.settings = settings
+        layout = QVBoxLayout(self)
+
+        self.local = QRadioButton("Start a local backend (or use a running `rscovlm serve`)")
+        self.remote = QRadioButton("Connect to a backend at a URL")
+        modes = QButtonGroup(self)
+        modes.addButton(self.local)
+        modes.addButton(self.remote)
+        (self.remote if settings.mode == "remote" else self.local).setChecked(True)
+
+        layout.addWidget(self.local)
+        local_box = QGroupBox()
+        local_form = QFormLayout(local_box)
+        self.command = QgsFileWidget()
+        self.command.setFilePath(settings.command)
+        self.command.setToolTip("The backend's `rscovlm` command, or the Python of its environment (e.g. /path/to/.venv/bin/python).")
+        self.model = QLineEdit(settings.model)
+        self.model.setPlaceholderText("checkpoint folder or hub id, e.g. Qingyun/RSCoVLM-7B-2512")
+        self.adapter = QgsFileWidget()
+        self.adapter.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
+        self.adapter.setFilePath(settings.adapter)
+        self.quantize = QComboBox()
+        self.quantize.addItems(QUANTIZE_CHOICES)
+        self.quantize.setCurrentText(settings.quantize)
+        self.device = QComboBox()
+        self.device.addItems(DEVICE_CHOICES)
+        self.device.setCurrentText(settings.device)
+        self.batch_size = QSpinBox()
+        self.batch_size.setRange(1, 64)
+        self.batch_size.setValue(settings.batch_size)
+        local_form.addRow("Command or Python", self.command)
+        local_form.addRow("Model", self.model)
+        local_form.addRow("LoRA adapter", self.adapter)
+        local_form.addRow("Quantisation", self.quantize)
+        local_form.addRow("Device", self.device)
+        local_form.addRow("Batch size", self.batch_size)
+        layout.addWidget(local_box)
+
+        layout.addWidget(self.remote)
+        remote_box = QGroupBox()
+        remote_form = QFormLayout(remote_box)
+        self.url = QLineEdit(settings.url)
+        self.token = QgsPasswordLineEdit()
+        self.token.setText(settings.token)
+        remote_form.addRow("URL", self.url)
+        remote_form.addRow("Token", self.token)
+        layout.addWidget(remote_box)
+
+        common = QFormLayout()
+        self.timeout = QSpinBox()
+        self.timeout.setRange(2, 3600)
+        self.timeout.setSuffix(" s")
+        self.timeout.setValue(settings.timeout_s)
+        common.addRow("Request timeout", self.timeout)
+        layout.addLayout(common)
+
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)
+
+        self.local.toggled.connect(local_box.setEnabled)
+        self.remote.toggled.connect(remote_box.setEnabled)
+        local_box.setEnabled(self.local.isChecked())
+        remote_box.setEnabled(self.remote.isChecked())
+
+    def values(self) -> PluginSettings:
+        s = self.settings
+        s.mode = "remote" if self.remote.isChecked() else "local"
+        s.command = self.command.filePath().strip() or "rscovlm"
+        s.model = self.model.text().strip()
+        s.adapter = self.adapter.filePath().strip()
+        s.quantize = self.quantize.currentText()
+        s.device = self.device.currentText()
+        s.batch_size = self.batch_size.value()
+        s.url = self.url.text().strip()
+        s.token = self.token.text().strip()
+        s.timeout_s = self.timeout.value()
+        return s

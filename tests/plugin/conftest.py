@@ -1,0 +1,135 @@
+"""Fixtures for the plugin tests: the repository on the path (the plugin is imported as
+`qgis_plugin`), settings and the backend's server file kept away from the user's own, and a real
+`rscovlm serve` with the tiny random checkpoint, started from the backend's .venv."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BACKEND_BIN = REPO / ".venv" / "bin"
+sys.path.insert(0, str(REPO))
+# Nothing here may read or replace the user's ~/.config/rscovlm/server.json.
+os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="rscovlm-plugin-tests-config-")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from qgis.core import QgsApplication, QgsSettings  # noqa: E402
+from qgis.PyQt.QtCore import QCoreApplication  # noqa: E402
+
+from qgis_plugin.client import Connection  # noqa: E402
+from qgis_plugin.settings import PREFIX, PluginSettings  # noqa: E402
+
+
+def wait_until(predicate, timeout_s: float = 60.0, what: str = "condition") -> None:
+    """Let Qt run (tasks finish, queued signals arrive) until `predicate()` holds."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        QCoreApplication.processEvents()
+        if predicate():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def wait_for_tasks(timeout_s: float = 60.0) -> None:
+    wait_until(lambda: QgsApplication.taskManager().countActiveTasks() == 0, timeout_s, "QGIS tasks to finish")
+
+
+def bar_messages(iface) -> list[tuple[str, int]]:
+    """(text, level) of every entry in the message bar."""
+    return [(item.text(), int(item.level())) for item in iface.messageBar().items()]
+
+
+def backend_tool(name: str) -> Path:
+    path = BACKEND_BIN / name
+    if not path.exists():
+        pytest.skip(f"{path} is absent: run `make install` to create the backend's .venv")
+    return path
+
+
+def run_backend_module(*args: str) -> None:
+    subprocess.run([str(backend_tool("python")), *args], cwd=REPO, check=True, capture_output=True, timeout=300)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("models") / "tiny-random"
+    run_backend_module("-m", "training.scratch", "--out", str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def scene_tif(tmp_path_factory) -> Path:
+    """A synthetic 1024 px scene in EPSG:32633 at 0.5 m."""
+    path = tmp_path_factory.mktemp("scene") / "scene.tif"
+    run_backend_module("-m", "training.synthetic", "--out", str(path), "--size", "1024")
+    return path
+
+
+def start_serve(command: list[str], server_file: Path, timeout_s: float = 180.0) -> subprocess.Popen:
+    server_file.unlink(missing_ok=True)
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not server_file.exists():
+        if process.poll() is not None:
+            raise RuntimeError(f"backend exited early: {process.stdout.read()}")
+        time.sleep(0.1)
+    if not server_file.exists():
+        process.kill()
+        raise RuntimeError(f"backend did not start within {timeout_s} s")
+    return process
+
+
+def stop_serve(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="session")
+def backend(tiny_checkpoint, tmp_path_factory) -> Connection:
+    """A real `rscovlm serve` with the tiny checkpoint on a free 127.0.0.1 port."""
+    server_file = tmp_path_factory.mktemp("serve") / "server.json"
+    command = [str(backend_tool("rscovlm")), "serve", "--model", str(tiny_checkpoint), "--port", "0", "--device", "cpu"]
+    process = start_serve(command + ["--server-file", str(server_file)], server_file)
+    data = json.loads(server_file.read_text())
+    yield Connection(data["url"], data["token"], f"server file {server_file}")
+    stop_serve(process)
+
+
+@pytest.fixture
+def settings():
+    """Plugin settings reset to their defaults for each test, and cleared after it."""
+    stored = QgsSettings()
+    stored.remove(PREFIX.rstrip("/"))
+    yield PluginSettings()
+    stored.remove(PREFIX.rstrip("/"))
+
+
+@pytest.fixture
+def use_backend(settings, backend) -> PluginSettings:
+    """Settings that point the plugin at the test backend by URL and token."""
+    settings.mode = "remote"
+    settings.url = backend.url
+    settings.token = backend.token
+    settings.poll_interval_ms = 50
+    settings.save()
+    return settings
+
+
+@pytest.fixture
+def clean_bar(qgis_iface):
+    qgis_iface.messageBar().clearWidgets()
+    yield qgis_iface
+    qgis_iface.messageBar().clearWidgets()
