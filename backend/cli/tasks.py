@@ -140,9 +140,10 @@ def summary(result: TaskResult) -> str:
         listed = ", ".join(f"{label} {n}" for label, n in sorted(counts.items())) or "none"
         return f"{len(result.features)} object(s): {listed} ({result.stats.views} tile(s))"
     if result.task == "ground":
-        if not result.features:
+        found = [f for f in result.features if f.properties.get("role") != "zoom"]  # not where it only looked
+        if not found:
             return "not found"
-        coords = result.features[0].geometry["coordinates"][0]
+        coords = found[0].geometry["coordinates"][0]
         xs, ys = [c[0] for c in coords], [c[1] for c in coords]
         return f"found at {min(xs):.6g},{min(ys):.6g},{max(xs):.6g},{max(ys):.6g} ({result.crs or 'pixels'})"
     if result.task == "classify" and result.features:

@@ -236,3 +236,13 @@ def test_an_extent_of_nodata_is_not_shown(tmp_path):
     engine = ScriptedEngine(["white"])
     result = ask(empty, engine, zoom="on")
     assert result.zoom.outcome == "no data" and result.text is None and engine.seen == []
+
+
+def test_the_cli_summary_does_not_take_a_zoom_window_for_the_answer(marker_raster):
+    from backend.cli.tasks import summary
+
+    looked_only = ground(marker_raster, ScriptedEngine([zoom_tool_call([10, 10, 200, 200])]), zoom="on", zoom_steps=0)
+    assert [f.properties["role"] for f in looked_only.features] == ["zoom"]
+    assert summary(looked_only) == "not found"
+    found = ground(marker_raster, ScriptedEngine([zoom_tool_call(ZOOM_BOX), "40,40,60,60 white square"]), zoom="on")
+    assert summary(found) == "found at 500120,4.39982e+06,500130,4.39983e+06 (EPSG:32633)"
