@@ -18,3 +18,10 @@ def exported(scene, tmp_path_factory):
     options = ExportOptions(tile_size=TILE, tile_overlap=OVERLAP, block_size=BLOCK, keep_empty=1.0, val_fraction=0.25, seed=0)
     manifest = export_dataset(path, path.with_suffix(".truth.gpkg"), out, class_field="label", options=options)
     return out, manifest
+
+
+@pytest.fixture(scope="session")
+def processor(tiny_checkpoint):
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(tiny_checkpoint)
