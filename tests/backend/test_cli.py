@@ -23,7 +23,7 @@ def test_detect_writes_a_geopackage_in_the_raster_crs(scene, tiny_checkpoint, tm
     assert f"wrote {out}" in done.stdout and "tile(s)" in done.stdout
     info = pyogrio.read_info(out)
     assert info["crs"] == "EPSG:32633"
-    assert list(info["fields"]) == ["task", "label", "model", "prompt", "tile", "raw_text", "text"]
+    assert list(info["fields"]) == ["task", "label", "model", "prompt", "tile", "raw_text", "text", "role"]
 
 
 def test_json_output_and_text_tasks(scene, tiny_checkpoint):
