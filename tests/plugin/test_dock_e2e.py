@@ -1,0 +1,118 @@
+"""End to end through the dock and its controller: a real `rscovlm serve` with the tiny
+checkpoint answers, and the answer lands as a layer in the project with the raster's CRS."""
+
+from __future__ import annotations
+
+import pytest
+from qgis.core import Qgis, QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsProject, QgsRasterLayer, QgsRectangle
+
+from qgis_plugin.controller import Controller, RunInput
+from qgis_plugin.dock import EXTENT_LAYER, RSCoVLMDock
+from qgis_plugin.layers import GROUP_NAME
+
+from .conftest import bar_messages, wait_until
+
+pytestmark = pytest.mark.backend
+STANDARD_FIELDS = ["task", "label", "model", "prompt", "tile", "raw_text", "text", "role"]
+
+
+@pytest.fixture
+def controller(qgis_iface, qgis_new_project, clean_bar):
+    controller = Controller(qgis_iface)
+    yield controller
+    controller.unload()
+
+
+@pytest.fixture
+def scene_layer(scene_tif, qgis_new_project) -> QgsRasterLayer:
+    layer = QgsRasterLayer(str(scene_tif), "scene")
+    assert layer.isValid()
+    QgsProject.instance().addMapLayer(layer)
+    return layer
+
+
+def result_layers(project: QgsProject) -> list:
+    group = project.layerTreeRoot().findGroup(GROUP_NAME)
+    return [node.layer() for node in group.findLayers()] if group else []
+
+
+def finish(controller: Controller, timeout_s: float = 120.0) -> None:
+    wait_until(lambda: not controller.running, timeout_s, "the job to finish")
+
+
+def test_detection_through_the_controller(controller, use_backend, scene_layer, tiny_checkpoint):
+    progress = []
+    controller.progressed.connect(lambda done, total: progress.append((done, total)))
+    assert controller.run(RunInput(scene_layer, "detect", ["plane", "ship"], tile_size=512))
+    assert controller.running
+    finish(controller)
+    [layer] = result_layers(QgsProject.instance())
+    assert layer.crs() == scene_layer.crs() and layer.crs().authid() == "EPSG:32633"
+    assert layer.fields().names()[: len(STANDARD_FIELDS)] == STANDARD_FIELDS
+    assert layer.name().startswith("Detections – plane, ship (scene)")
+    assert progress and progress[-1] == (9, 9)  # 1024 px at 512 px tiles with 128 px overlap: 3 x 3
+    assert controller.history[-1].question == "Detect objects: plane, ship"
+    assert any(level == Qgis.MessageLevel.Success for _, level in bar_messages(controller.iface))
+    for feature in layer.getFeatures():
+        assert feature["task"] == "detect" and feature["model"] == str(tiny_checkpoint)
+
+
+def test_question_through_the_dock_widgets(controller, use_backend, scene_layer, qgis_iface):
+    dock = RSCoVLMDock(qgis_iface, controller, lambda: None)
+    dock.layer_combo.setLayer(scene_layer)
+    dock.task_combo.setCurrentIndex(dock.task_combo.findData("ask"))
+    assert dock.text_edit.isVisibleTo(dock) and not dock.dota_classes.isVisibleTo(dock)
+    dock.text_edit.setText("How many ships are there?")
+    dock.extent_combo.setCurrentIndex(dock.extent_combo.findData(EXTENT_LAYER))
+    assert dock.run()
+    finish(controller)
+    [layer] = result_layers(QgsProject.instance())
+    assert layer.crs().authid() == "EPSG:32633" and layer.featureCount() == 1
+    feature = next(layer.getFeatures())
+    assert feature["task"] == "ask" and feature["prompt"].startswith("How many ships are there?")
+    assert controller.history[-1].answer in (feature["text"], "(no answer)")
+    assert layer.extent() == scene_layer.extent()  # the answer covers the extent asked about
+    assert dock.history_list.count() == 1 and dock.history_list.item(0).text().startswith("Ask: How many ships are there? → ")
+    assert "How many ships" in dock.answer_view.toPlainText()
+    assert dock.result_combo.count() == 1
+    dock.cleanup()
+
+
+def test_canvas_extent_is_sent_in_the_canvas_crs(controller, use_backend, scene_layer, qgis_iface):
+    """A part of the raster seen through a canvas in another CRS (lon/lat)."""
+    canvas = qgis_iface.mapCanvas()
+    wgs84 = QgsCoordinateReferenceSystem("EPSG:4326")
+    canvas.setDestinationCrs(wgs84)
+    part = QgsRectangle(500100.0, 4400100.0, 500200.0, 4400200.0)
+    canvas.setExtent(QgsCoordinateTransform(scene_layer.crs(), wgs84, QgsProject.instance()).transformBoundingBox(part))
+    dock = RSCoVLMDock(qgis_iface, controller, lambda: None)
+    dock.layer_combo.setLayer(scene_layer)
+    dock.task_combo.setCurrentIndex(dock.task_combo.findData("caption"))
+    assert dock.run()
+    finish(controller)
+    [layer] = result_layers(QgsProject.instance())
+    assert layer.crs().authid() == "EPSG:32633"
+    seen = QgsCoordinateTransform(wgs84, scene_layer.crs(), QgsProject.instance()).transformBoundingBox(canvas.extent())
+    expected = seen.intersect(scene_layer.extent())
+    extent = layer.extent()
+    assert expected.area() < scene_layer.extent().area() / 4  # a part, not the whole raster
+    for got, want in zip((extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum()),
+                         (expected.xMinimum(), expected.yMinimum(), expected.xMaximum(), expected.yMaximum())):
+        assert abs(got - want) <= 1.0  # within the raster's pixel grid (0.5 m)
+    dock.cleanup()
+    canvas.setDestinationCrs(scene_layer.crs())
+
+
+def test_cancel_stops_the_job(controller, use_backend, scene_layer, backend):
+    from qgis_plugin.client import BackendClient
+
+    assert controller.run(RunInput(scene_layer, "detect", ["plane"], tile_size=56))  # hundreds of tiles
+    task = controller.task
+    wait_until(lambda: task.status is not None or getattr(task, "_job_id", None) or task.progress() > 0, 60, "the job to start")
+    controller.cancel()
+    finish(controller, 60)
+    jobs = BackendClient(backend).get("/jobs")
+    latest = max(jobs, key=lambda j: j["submitted"])
+    assert latest["state"] == "cancelled"
+    assert latest["progress"]["done"] < latest["progress"]["total"]
+    assert any("Cancelled" in text for text, _ in bar_messages(controller.iface))

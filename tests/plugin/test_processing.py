@@ -1,0 +1,103 @@
+"""The `rscovlm` Processing provider: its algorithms register, and `processing.run` works
+headless against a real backend, with bad input raised as QgsProcessingException."""
+
+from __future__ import annotations
+
+import pytest
+from qgis.core import QgsApplication, QgsProcessingException, QgsProcessingFeedback, QgsProject, QgsRasterLayer, QgsVectorLayer
+
+from qgis_plugin.provider import RSCoVLMProvider
+
+
+class Errors(QgsProcessingFeedback):
+    """Keeps what the algorithm reported: for a problem found before the algorithm runs,
+    processing.run raises a generic message and reports the real one here."""
+
+    def __init__(self):
+        super().__init__()
+        self.errors = []
+
+    def reportError(self, error, fatalError=False):  # noqa: N802, N803
+        self.errors.append(error)
+
+
+@pytest.fixture(scope="module")
+def provider(qgis_processing):
+    registry = QgsApplication.processingRegistry()
+    provider = RSCoVLMProvider()
+    assert registry.addProvider(provider)
+    yield registry.providerById("rscovlm")
+    registry.removeProvider(provider)
+
+
+def test_algorithms_register_with_their_parameters(provider):
+    algorithms = {a.name(): a for a in provider.algorithms()}
+    assert sorted(algorithms) == ["ask", "caption", "classify", "detect", "ground"]
+    names = {name: [p.name() for p in a.parameterDefinitions()] for name, a in algorithms.items()}
+    assert names["detect"] == ["INPUT", "EXTENT", "CLASSES", "TILE_SIZE", "GSD", "PIXEL_SIZE", "OUTPUT"]
+    assert names["ground"] == ["INPUT", "EXTENT", "TEXT", "GSD", "ZOOM", "PIXEL_SIZE", "OUTPUT"]
+    assert names["caption"] == ["INPUT", "EXTENT", "GSD", "PIXEL_SIZE", "OUTPUT"]
+    assert [o.name() for o in algorithms["ask"].outputDefinitions()] == ["OUTPUT", "ANSWER"]
+    assert QgsApplication.processingRegistry().algorithmById("rscovlm:detect").displayName() == "Detect objects"
+
+
+@pytest.mark.backend
+def test_detect_headless(provider, use_backend, scene_tif, tmp_path):
+    import processing
+
+    feedback = QgsProcessingFeedback()
+    progress = []
+    feedback.progressChanged.connect(progress.append)
+    out = tmp_path / "detections.gpkg"
+    result = processing.run(
+        "rscovlm:detect",
+        {"INPUT": str(scene_tif), "CLASSES": "plane, ship", "TILE_SIZE": 512, "OUTPUT": str(out)},
+        feedback=feedback,
+    )
+    assert result["OUTPUT"] == str(out)
+    layer = QgsVectorLayer(str(out), "detections", "ogr")
+    assert layer.isValid() and layer.crs().authid() == "EPSG:32633"
+    assert {"task", "label", "model", "prompt", "tile", "raw_text", "text", "role"} <= set(layer.fields().names())
+    assert progress and progress[-1] == 100.0
+
+
+@pytest.mark.backend
+def test_ask_headless_gives_the_answer_and_a_memory_layer(provider, use_backend, scene_tif, qgis_new_project):
+    import processing
+
+    layer = QgsRasterLayer(str(scene_tif), "scene")
+    QgsProject.instance().addMapLayer(layer)
+    result = processing.run(
+        "rscovlm:ask",
+        {"INPUT": layer, "EXTENT": "500000,500256,4400000,4400256 [EPSG:32633]", "TEXT": "Is there a river?", "OUTPUT": "memory:"},
+    )
+    output = result["OUTPUT"]
+    output = output if isinstance(output, QgsVectorLayer) else QgsProject.instance().mapLayer(output)
+    assert output.crs().authid() == "EPSG:32633" and output.featureCount() == 1
+    feature = next(output.getFeatures())
+    assert feature["text"] == result["ANSWER"]
+    extent = output.extent()
+    assert (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum()) == (500000.0, 4400000.0, 500256.0, 4400256.0)
+
+
+@pytest.mark.backend
+def test_bad_input_raises(provider, use_backend, scene_tif):
+    import processing
+
+    for algorithm, parameters, problem in (
+        ("rscovlm:caption", {"EXTENT": "0,10,0,10 [EPSG:32633]"}, "outside raster layer 'scene'"),
+        ("rscovlm:classify", {"CLASSES": " , "}, "No classes given"),
+    ):
+        feedback = Errors()
+        with pytest.raises(QgsProcessingException) as raised:
+            processing.run(algorithm, {"INPUT": str(scene_tif), "OUTPUT": "memory:", **parameters}, feedback=feedback)
+        assert any(problem in error for error in [str(raised.value), *feedback.errors]), feedback.errors
+
+
+def test_backend_not_running_raises(provider, settings, scene_tif, tmp_path):
+    import processing
+
+    settings.server_file = str(tmp_path / "absent.json")
+    settings.save()
+    with pytest.raises(QgsProcessingException, match="backend is not running"):
+        processing.run("rscovlm:caption", {"INPUT": str(scene_tif), "OUTPUT": "memory:"})
