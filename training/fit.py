@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from backend.engine.loading import check_checkpoint, choose_placement
 from backend.errors import Cancelled, UserError
 from training.checkpoints import (
     complete_checkpoints,
@@ -97,7 +98,8 @@ def _identity(settings: FitSettings, world_size: int) -> dict:
 
 
 def _prepare_run_folder(settings: FitSettings, accelerator) -> tuple[Path, Path | None]:
-    """The run folder, and the checkpoint to resume from (None: a fresh start)."""
+    """The run folder, and the checkpoint to resume from (None: a fresh start). A folder holding
+    another run's checkpoints or result is refused rather than mixed with this one."""
     out = Path(settings.out)
     identity = _identity(settings, accelerator.num_processes)
     run_file = out / RUN_FILE
@@ -109,14 +111,12 @@ def _prepare_run_folder(settings: FitSettings, accelerator) -> tuple[Path, Path 
         out.mkdir(parents=True, exist_ok=True)
         remove_unfinished(out)
     accelerator.wait_for_everyone()
-    if run_file.is_file():
+    checkpoints = complete_checkpoints(out)
+    if run_file.is_file() and (checkpoints or (out / METRICS_FILE).is_file()):
         previous = json.loads(run_file.read_text())
-        differs = sorted(
-            k for k in set(previous) | set(identity) if k != "config" and previous.get(k) != identity.get(k)
-        ) + sorted(
-            k for k in set(previous.get("config", {})) | set(identity["config"])
-            if previous.get("config", {}).get(k) != identity["config"].get(k)
-        )
+        differs = [k for k in ("model", "data", "val_data", "world_size") if previous.get(k) != identity[k]]
+        differs += sorted(k for k in set(previous.get("config", {})) | set(identity["config"])
+                          if previous.get("config", {}).get(k) != identity["config"].get(k))
         if differs:
             raise UserError(
                 f"{out} holds a run with other settings ({', '.join(differs)} differ).",
@@ -125,7 +125,6 @@ def _prepare_run_folder(settings: FitSettings, accelerator) -> tuple[Path, Path 
     elif accelerator.is_main_process:
         run_file.write_text(json.dumps(identity, indent=2) + "\n")
     accelerator.wait_for_everyone()
-    checkpoints = complete_checkpoints(out)
     return out, (checkpoints[-1][1] if checkpoints else None)
 
 
@@ -135,7 +134,6 @@ def load_model(settings: FitSettings, accelerator):
     from transformers import AutoProcessor, BitsAndBytesConfig, Qwen2_5_VLForConditionalGeneration
     from transformers.utils import logging as transformers_logging
 
-    from backend.engine.loading import check_checkpoint, choose_placement
     from backend.engine.local import configure_pixel_limits
 
     config = settings.config
@@ -316,13 +314,16 @@ def fit(settings: FitSettings, progress: ProgressCallback | None = None, should_
     # cpu=True without CUDA: several processes started by torchrun (accelerate launch --multi_gpu)
     # then join over gloo instead of each training alone.
     accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum, mixed_precision=mixed, cpu=not cuda)
-    out, resume_from = _prepare_run_folder(settings, accelerator)
 
+    # Everything that can be refused is checked before the run folder is touched.
     specs = parse_data_spec(settings.data)
     train = Mixture(specs, "train", config.seed, config.rescale, config.min_pixels, config.max_pixels)
     if len(train) == 0:
         raise UserError(f"the data spec '{settings.data}' holds no training conversation.", "Check the datasets' train splits.")
     val = _validation_mixture(parse_data_spec(settings.val_data) if settings.val_data else specs, config, settings.val_data is not None)
+    check_checkpoint(settings.model)
+    choose_placement("cuda" if cuda else "cpu", "4bit" if config.method == "qlora" else "none")
+    out, resume_from = _prepare_run_folder(settings, accelerator)
     total_steps = _total_steps(config, len(train), accelerator.num_processes)
     if (out / METRICS_FILE).is_file():
         previous = json.loads((out / METRICS_FILE).read_text())
@@ -398,7 +399,7 @@ def fit(settings: FitSettings, progress: ProgressCallback | None = None, should_
             step_loss = accelerator.reduce(step_loss, reduction="mean") if accelerator.num_processes > 1 else step_loss
             if state["step"] % config.log_every == 0 or state["step"] == total_steps:
                 _log(out, accelerator, {"step": state["step"], "epoch": state["epoch"], "loss": float(step_loss),
-                                        "lr": scheduler.get_last_lr()[0], "elapsed_s": round(time.monotonic() - started, 2)})
+                                        "lr": scheduler.get_last_lr()[0], "elapsed_s": round(time.monotonic() - started, 3)})
             _report(progress, state, total_steps, float(step_loss), scheduler, metrics)
             if config.eval_every and state["step"] % config.eval_every == 0 and state["step"] < total_steps:
                 validate()

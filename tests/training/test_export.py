@@ -320,3 +320,14 @@ def test_overwrite_replaces_a_previous_export(exported, scene, tmp_path):
                    progress=lambda done, total: progress.append((done, total)))
     assert not (out / "stale.txt").exists() and (out / "manifest.json").is_file()
     assert progress[-1][0] == progress[-1][1] and sorted(os.listdir(tmp_path)) == ["out"]
+
+
+def test_export_at_a_coarser_gsd(scene, tmp_path):
+    path, _ = scene
+    options = ExportOptions(tile_size=TILE, tile_overlap=OVERLAP, block_size=BLOCK // 2, keep_empty=1.0, gsd=1.0)
+    manifest = export_dataset(path, path.with_suffix(".truth.gpkg"), tmp_path / "out", class_field="label", options=options)
+    assert manifest["policy"]["gsd"] == 1.0 and len(manifest["blocks"]) == 4
+    first = records(tmp_path / "out", "train")[0]
+    assert first["window"][2] == 2 * first["image_size"][0]  # a working pixel at 1 m is two raster pixels at 0.5 m
+    # 1.5 px of the working grid is 3 raster pixels here
+    assert check_round_trip(tmp_path / "out", truth_in_pixels(path), tolerance=3.0) > 0

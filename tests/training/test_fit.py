@@ -257,6 +257,9 @@ def test_bad_input(tiny_checkpoint, exported, tmp_path):
         fit(settings(tiny_checkpoint, data, tmp_path / "q", method="qlora", max_steps=1))
     with pytest.raises(UserError, match="missing dataset"):
         fit(settings(tiny_checkpoint, f"{data}*2,{tmp_path}/absent", tmp_path / "m", max_steps=1))
+    with pytest.raises(UserError, match="not Qwen2.5-VL|no config.json"):
+        fit(settings(tmp_path, data, tmp_path / "w", max_steps=1))
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # refused before any run folder was made
     fit(settings(tiny_checkpoint, data, tmp_path / "r", max_steps=1, val_samples=1, val_ap_samples=0))
     with pytest.raises(UserError, match="other settings .*lora_r"):
         fit(settings(tiny_checkpoint, data, tmp_path / "r", max_steps=2, lora_r=8))
