@@ -7,8 +7,9 @@ other engines (an OpenAI-compatible server) implement the same two members.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
 
 from backend.prompts import Conversation
 
