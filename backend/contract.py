@@ -37,7 +37,7 @@ class TaskOptions(BaseModel):
     zoom_counting: bool = Field(False, description="zoom for counting questions too (not trained: off by default)")
 
     @model_validator(mode="after")
-    def _consistent(self) -> "TaskOptions":
+    def _consistent(self) -> TaskOptions:
         if self.tile_overlap >= self.tile_size:
             raise ValueError(f"tile_overlap ({self.tile_overlap}) must be smaller than tile_size ({self.tile_size})")
         if self.min_pixels > self.max_pixels:
@@ -66,7 +66,7 @@ class TaskRequest(BaseModel):
         return cleaned
 
     @model_validator(mode="after")
-    def _task_inputs(self) -> "TaskRequest":
+    def _task_inputs(self) -> TaskRequest:
         if self.task in ("detect", "classify") and not self.classes:
             raise ValueError(f"task '{self.task}' needs a non-empty list of classes")
         if self.task == "ground" and not (self.expression and self.expression.strip()):
