@@ -36,6 +36,9 @@ class ScriptedEngine:
     def describe(self) -> dict:
         return {"model": self.model_id, "device": "cpu"}
 
+    def close(self) -> None:
+        pass
+
 
 class ScriptedFirstTurn:
     """A real engine whose answer to the first turn of a conversation is replaced by a scripted
@@ -57,3 +60,6 @@ class ScriptedFirstTurn:
 
     def describe(self) -> dict:
         return self.engine.describe()
+
+    def close(self) -> None:
+        self.engine.close()

@@ -2,7 +2,7 @@
 
 An engine takes a batch of conversations (images + texts, see `backend.prompts`) and returns
 one `Generation` per conversation, greedy. The local engine runs transformers in this process;
-other engines (an OpenAI-compatible server) implement the same two members.
+other engines (an OpenAI-compatible server) implement the same members.
 """
 
 from __future__ import annotations
@@ -29,3 +29,6 @@ class Engine(Protocol):
     def generate(self, conversations: Sequence[Conversation], max_new_tokens: int) -> list[Generation]: ...
 
     def describe(self) -> dict: ...
+
+    def close(self) -> None:
+        """Release the model (GPU memory, connections); the engine is unusable afterwards."""

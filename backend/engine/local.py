@@ -94,6 +94,17 @@ class LocalEngine:
             "memory": memory,
         }
 
+    def close(self) -> None:
+        """Drop the weights now, so a replacement can be loaded into the same GPU memory."""
+        import gc
+
+        import torch
+
+        self.model = None
+        gc.collect()
+        if self.placement.device == "cuda":
+            torch.cuda.empty_cache()
+
     def _expected_grid(self, image: np.ndarray) -> tuple[int, int]:
         h, w = smart_resize(image.shape[0], image.shape[1], FACTOR, self.min_pixels, self.max_pixels)
         return h // PATCH_SIZE, w // PATCH_SIZE

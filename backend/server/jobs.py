@@ -461,6 +461,7 @@ class Scheduler:
             if self.reload is None or self._engine_answers():
                 raise
         log.error("the engine fails even on a probe image; loading it again")
+        self.engine.close()  # before loading: a GPU seldom holds two copies of the model
         self.engine = self.reload()
         self.engine_reloads += 1
         return self.engine.generate(conversations, max_new_tokens)
