@@ -9,8 +9,13 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 APT_PACKAGES := python3-qgis qgis-providers python3-pytest xvfb
 SAMPLE := resources/sample/scene.tif
 TINY_MODEL := resources/models/tiny-random
+# The plugin runs (and is tested) in QGIS's own Python: Debian's QGIS, GDAL and numpy 1.24, with
+# pytest-qgis in a venv that sees the system packages; the backend's .venv is never on its path.
+QGIS_VENV := .venv-qgis
+PLUGIN := rscovlm_qgis
+PACKAGE_DIR ?= dist
 
-.PHONY: install system-packages run test test-backend bench lint clean
+.PHONY: install system-packages run test test-backend test-plugin package screenshot bench lint clean
 
 install: system-packages $(VENV)/.installed
 
@@ -43,12 +48,33 @@ run: install $(SAMPLE) $(TINY_MODEL)/config.json
 
 test: install
 	$(PY) -m pytest -q
+	$(MAKE) test-plugin
+
+$(QGIS_VENV)/.installed:
+	/usr/bin/python3 -m venv --system-site-packages $(QGIS_VENV)
+	$(QGIS_VENV)/bin/python -m pip install -q 'pytest-qgis>=5,<6'
+	touch $@
+
+test-plugin: system-packages $(VENV)/.installed $(QGIS_VENV)/.installed
+	QT_QPA_PLATFORM=offscreen $(QGIS_VENV)/bin/python -m pytest -c tests/plugin/pytest.ini -q tests/plugin
+
+# The zip QGIS's plugin manager installs: one top folder named like a Python package, with
+# metadata.txt, LICENSE, the code, icons and styles; no compiled files.
+package:
+	rm -rf $(PACKAGE_DIR)/.build $(PACKAGE_DIR)/$(PLUGIN).zip
+	mkdir -p $(PACKAGE_DIR)/.build/$(PLUGIN)/resources
+	cp qgis_plugin/*.py metadata.txt LICENSE $(PACKAGE_DIR)/.build/$(PLUGIN)/
+	cp -r resources/icons resources/styles $(PACKAGE_DIR)/.build/$(PLUGIN)/resources/
+	cd $(PACKAGE_DIR)/.build && $(PYTHON) -m zipfile -c ../$(PLUGIN).zip $(PLUGIN)
+	rm -rf $(PACKAGE_DIR)/.build
+	@echo "wrote $(PACKAGE_DIR)/$(PLUGIN).zip"
 
 bench: install
 	$(PY) -m benchmarks
 
 lint: install
 	$(VENV)/bin/ruff check backend training tests benchmarks
+	$(VENV)/bin/ruff check --target-version py39 qgis_plugin
 
 clean:
 	rm -rf out build dist $(TINY_MODEL) resources/sample

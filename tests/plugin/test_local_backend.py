@@ -1,0 +1,114 @@
+"""The plugin starts and stops a local backend as a child process with a clean environment."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from qgis.core import Qgis
+
+from qgis_plugin.client import BackendClient, resolve_connection
+from qgis_plugin.controller import Controller
+from qgis_plugin.process import clean_environment, serve_command
+from qgis_plugin.settings import PluginSettings
+
+from .conftest import backend_tool, bar_messages, wait_until
+
+QGIS_ENVIRONMENT = {
+    "PYTHONPATH": "/usr/share/qgis/python:/usr/lib/python3/dist-packages",
+    "PYTHONHOME": "/usr",
+    "LD_LIBRARY_PATH": "/usr/lib/qgis",
+    "GDAL_DATA": "/usr/share/gdal",
+    "GDAL_DRIVER_PATH": "/usr/lib/gdalplugins",
+    "PROJ_LIB": "/usr/share/proj",
+    "QGIS_PREFIX_PATH": "/usr",
+    "CPL_DEBUG": "ON",
+}
+
+
+def test_clean_environment_strips_what_qgis_set():
+    kept = {"HOME": "/home/me", "PATH": "/usr/bin", "CUDA_VISIBLE_DEVICES": "0", "HF_HOME": "/data/hf", "XDG_CONFIG_HOME": "/c"}
+    assert clean_environment({**kept, **QGIS_ENVIRONMENT}) == kept
+
+
+def test_serve_command_for_a_command_or_a_python():
+    settings = PluginSettings(command="conda run -n rs rscovlm", model="Qingyun/RSCoVLM-7B-2512", adapter="/a b/lora", quantize="4bit", device="cuda")
+    command = serve_command(settings, "/tmp/server.json")
+    assert command[:5] == ["conda", "run", "-n", "rs", "rscovlm"]
+    assert command[5:] == [
+        "serve", "--host", "127.0.0.1", "--port", "0", "--server-file", "/tmp/server.json", "--model", "Qingyun/RSCoVLM-7B-2512",
+        "--adapter", "/a b/lora", "--device", "cuda", "--quantize", "4bit", "--batch-size", "4",
+    ]  # fmt: skip
+    python = serve_command(PluginSettings(command="/opt/env/bin/python3.11"), "/s.json")
+    assert python[:2] == ["/opt/env/bin/python3.11", "-c"] and "from backend.cli import main" in python[2] and python[3] == "serve"
+    assert "--model" not in python
+
+
+@pytest.fixture
+def controller(qgis_iface, qgis_new_project, clean_bar, settings, tmp_path, monkeypatch):
+    for name, value in QGIS_ENVIRONMENT.items():  # as inside QGIS: must not reach the backend
+        monkeypatch.setenv(name, value)
+    settings.server_file = str(tmp_path / "server.json")
+    settings.device = "cpu"
+    settings.save()
+    controller = Controller(qgis_iface)
+    states = []
+    controller.status_changed.connect(lambda state, text: states.append((state, text)))
+    controller.states = states
+    yield controller
+    controller.unload()
+
+
+@pytest.mark.slow
+@pytest.mark.backend
+@pytest.mark.parametrize("launcher", ["rscovlm", "python"])
+def test_start_use_and_stop(controller, settings, tiny_checkpoint, launcher):
+    settings.command = str(backend_tool(launcher))
+    settings.model = str(tiny_checkpoint)
+    settings.save()
+    controller.start_backend()
+    assert controller.backend.state == "starting" and controller.states[-1][0] == "starting"
+    wait_until(lambda: controller.states[-1][0] in ("running", "error"), 180, "the backend to start")
+    state, text = controller.states[-1]
+    assert state == "running", text
+    assert str(tiny_checkpoint) in text and "cpu" in text and "GiB" in text
+    # The server file names it, so Processing and scripts reach the same backend.
+    connection = resolve_connection(PluginSettings.load())
+    assert connection.token == controller.backend.connection.token
+    assert BackendClient(connection).get("/health")["status"] == "ok"
+    assert json.loads(Path(settings.server_file).read_text())["url"] == controller.backend.connection.url
+    pid = controller.backend.process.processId()
+    controller.stop_backend()
+    assert controller.backend.state == "stopped"
+    assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    assert not Path(settings.server_file).exists()
+    wait_until(lambda: controller.states[-1][0] == "stopped", 20, "the status to say stopped")
+
+
+@pytest.mark.backend
+def test_a_backend_that_refuses_its_model(controller, settings, tmp_path):
+    settings.command = str(backend_tool("rscovlm"))
+    settings.model = str(tmp_path)  # an empty folder is no checkpoint
+    settings.save()
+    controller.start_backend()
+    wait_until(lambda: controller.states[-1][0] == "error", 120, "the backend to give up")
+    text = controller.states[-1][1]
+    assert text.startswith("The local backend exited before it was ready (exit status 2): rscovlm: error:")
+    assert str(tmp_path) in text
+    [(message, level)] = bar_messages(controller.iface)
+    assert message == text and level == int(Qgis.MessageLevel.Critical)
+    assert controller.backend.state == "stopped"
+    assert any(line.startswith("rscovlm: error:") for line in controller.backend.lines)
+    assert "rscovlm: error:" in controller.diagnostics()
+
+
+def test_a_command_that_does_not_exist(controller, settings, tmp_path):
+    settings.command = str(tmp_path / "no-such-rscovlm")
+    settings.save()
+    controller.start_backend()
+    wait_until(lambda: controller.states and controller.states[-1][0] == "error", 20, "the start to fail")
+    assert "could not be started" in controller.states[-1][1]
+    assert controller.backend.state == "stopped"
+    assert os.environ["PYTHONPATH"] == QGIS_ENVIRONMENT["PYTHONPATH"]  # QGIS's own environment is untouched
