@@ -133,3 +133,13 @@ def clean_bar(qgis_iface):
     qgis_iface.messageBar().clearWidgets()
     yield qgis_iface
     qgis_iface.messageBar().clearWidgets()
+
+
+@pytest.fixture(scope="session")
+def scripted_backend(tmp_path_factory) -> Connection:
+    """The real service with a model that answers two boxes per view, slowly (see scripted_backend.py)."""
+    server_file = tmp_path_factory.mktemp("scripted") / "server.json"
+    process = start_serve([str(backend_tool("python")), "-m", "tests.plugin.scripted_backend", str(server_file)], server_file)
+    data = json.loads(server_file.read_text())
+    yield Connection(data["url"], data["token"], f"server file {server_file}")
+    stop_serve(process)
