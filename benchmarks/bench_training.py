@@ -8,7 +8,7 @@ accelerate, logging) against a bare PyTorch loop on batches collated beforehand 
 backward, AdamW), same model, same samples. Full fine-tuning of the from-scratch "small"
 checkpoint on 504 px tiles (324 visual tokens), batch 1, fp32 on the CPU: the demo-checkpoint
 setting. Each figure is the fastest of its repetitions (passes, or steps after two warm-up
-steps): on a shared machine other work only ever adds time; medians are in the JSON."""
+steps): on a shared machine other work only ever adds time; medians beside them."""
 
 from __future__ import annotations
 
