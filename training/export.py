@@ -7,17 +7,16 @@ extent is first divided into spatial blocks, each block tiled on its own and ass
 whole to train or val: neighbouring tiles share pixels, so a random tile split would leak.
 
 The folder layout is docs/DATASET.md. Everything is written into a staging folder beside the
-target and renamed at the end, so an interrupted or failed export leaves nothing half-written.
+target and renamed at the end (backend.atomic), so an interrupted or failed export leaves
+nothing half-written.
 
     rscovlm train export --raster ortho.tif --labels boats.gpkg --class-field type --out data/boats
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
-import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -28,6 +27,7 @@ import shapely
 from PIL import Image
 from pydantic import ValidationError
 
+from backend.atomic import staged_folder
 from backend.contract import TaskOptions, TaskRequest
 from backend.errors import Cancelled, UserError
 from backend.geometry import order_vertices
@@ -263,24 +263,6 @@ def _detect_request(raster: str, classes: list[str], options: ExportOptions) -> 
         raise UserError(f"invalid tile options: {first.get('msg', exc)}.", "See rscovlm train export --help.") from None
 
 
-def _staging_folder(out: Path, overwrite: bool) -> Path:
-    if out.exists() and not (out.is_dir() and not any(out.iterdir())) and not overwrite:
-        raise UserError(f"{out} already exists.", "Choose another --out, or pass --overwrite to replace it.")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
-
-
-def _publish(staging: Path, out: Path) -> None:
-    """Swap the finished staging folder in; an old export is removed only after the swap."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(staging, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def export_dataset(
     raster: str | Path,
     labels: str | Path,
@@ -337,45 +319,39 @@ def export_dataset(
                 continue
             planned.append((b, view, shown))
 
-        staging = _staging_folder(out, overwrite)
-        try:
-            counts = {split: SplitCounts() for split in SPLITS}
+        if out.exists() and not (out.is_dir() and not any(out.iterdir())) and not overwrite:
+            raise UserError(f"{out} already exists.", "Choose another --out, or pass --overwrite to replace it.")
+        counts = {split: SplitCounts() for split in SPLITS}
+        with staged_folder(out) as staging, contextlib.ExitStack() as files:
+            handles = {}
             for split in SPLITS:
                 (staging / split / "images").mkdir(parents=True)
                 (staging / split / "labelTxt").mkdir()
-            handles = {split: open(staging / split / "conversations.jsonl", "w", encoding="utf-8") for split in SPLITS}
-            try:
-                for done, (b, view, shown) in enumerate(planned, start=1):
-                    if should_stop is not None and should_stop():
-                        raise Cancelled(f"export stopped after {done - 1} of {len(planned)} tiles")
-                    pixels = source.read_view(view, stretch)
-                    if pixels.valid_fraction == 0.0:
-                        tile_counts["tiles skipped: all nodata"] += 1
-                    else:
-                        split, name = splits[b], f"b{b:03d}t{view.index:03d}"
-                        # zlib level 1: half the time of level 3 for 12% more bytes on aerial tiles
-                        Image.fromarray(pixels.image).save(staging / split / "images" / f"{name}.png", compress_level=1)
-                        (staging / split / "labelTxt" / f"{name}.txt").write_text(dota_lines(shown))
-                        c = counts[split]
-                        c.tiles += 1
-                        c.tiles_with_objects += bool(shown)
-                        c.empty_tiles += not shown
-                        c.objects.update(item.obj.label for item in shown)
-                        for sample in tile_samples(split, name, view, classes, shown, tile_counts):
-                            handles[split].write(json.dumps(sample, ensure_ascii=False) + "\n")
-                            c.samples[sample["task"]] += 1
-                    if progress is not None:
-                        progress(done, len(planned))
-            finally:
-                for handle in handles.values():
-                    handle.close()
+                handles[split] = files.enter_context(open(staging / split / "conversations.jsonl", "w", encoding="utf-8"))
+            for done, (b, view, shown) in enumerate(planned, start=1):
+                if should_stop is not None and should_stop():
+                    raise Cancelled(f"export stopped after {done - 1} of {len(planned)} tiles")
+                pixels = source.read_view(view, stretch)
+                if pixels.valid_fraction == 0.0:
+                    tile_counts["tiles skipped: all nodata"] += 1
+                else:
+                    split, name = splits[b], f"b{b:03d}t{view.index:03d}"
+                    # zlib level 1: half the time of level 3 for 12% more bytes on aerial tiles
+                    Image.fromarray(pixels.image).save(staging / split / "images" / f"{name}.png", compress_level=1)
+                    (staging / split / "labelTxt" / f"{name}.txt").write_text(dota_lines(shown))
+                    c = counts[split]
+                    c.tiles += 1
+                    c.tiles_with_objects += bool(shown)
+                    c.empty_tiles += not shown
+                    c.objects.update(item.obj.label for item in shown)
+                    for sample in tile_samples(split, name, view, classes, shown, tile_counts):
+                        handles[split].write(json.dumps(sample, ensure_ascii=False) + "\n")
+                        c.samples[sample["task"]] += 1
+                if progress is not None:
+                    progress(done, len(planned))
             manifest = _manifest(source, window, raster, labels, layer_data, class_field, class_name, text_field,
                                  caption_field, classes, options, blocks, splits, counts, tile_counts, len(views))
             (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-            _publish(staging, out)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
     return manifest
 
 

@@ -21,13 +21,13 @@ import os
 import shutil
 import signal
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from backend.atomic import staged_folder, write_text
 from backend.engine.loading import check_checkpoint, choose_placement
 from backend.errors import Cancelled, UserError
 from training.checkpoints import (
@@ -123,7 +123,7 @@ def _prepare_run_folder(settings: FitSettings, accelerator) -> tuple[Path, Path 
                 "Run with the same settings to resume, give another --out, or pass --overwrite to start over.",
             )
     elif accelerator.is_main_process:
-        run_file.write_text(json.dumps(identity, indent=2) + "\n")
+        write_text(run_file, json.dumps(identity, indent=2) + "\n")
     accelerator.wait_for_everyone()
     return out, (checkpoints[-1][1] if checkpoints else None)
 
@@ -218,18 +218,6 @@ def _loader(dataset, order, batch_size: int, collator, num_workers: int, seed: i
     )
 
 
-def _write_atomically(folder: Path, write: Callable[[Path], None]) -> None:
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        write(staging)
-        if folder.exists():
-            shutil.rmtree(folder)
-        staging.rename(folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
 def merge_adapter(model: str, adapter: str | Path, out: str | Path) -> Path:
     """A full checkpoint folder (loadable with --model) of a base with a LoRA adapter merged in.
     The base is loaded unquantised, so a QLoRA adapter merges into full-precision weights."""
@@ -248,16 +236,11 @@ def merge_adapter(model: str, adapter: str | Path, out: str | Path) -> Path:
     with _quiet_peft():
         merged = PeftModel.from_pretrained(base, adapter_path).merge_and_unload()
     processor = AutoProcessor.from_pretrained(source)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-
-    def write(staging: Path) -> None:
+    with staged_folder(out) as staging:
         merged.save_pretrained(staging)
         processor.save_pretrained(staging)
         (staging / "rscovlm_training.json").write_text(json.dumps({"base": model, "adapter": str(adapter)}, indent=2) + "\n")
-
-    _write_atomically(out, write)
-    return out
+    return Path(out)
 
 
 def _save_result(settings: FitSettings, accelerator, model, processor, out: Path, summary: dict) -> Path:
@@ -266,13 +249,11 @@ def _save_result(settings: FitSettings, accelerator, model, processor, out: Path
     unwrapped = accelerator.unwrap_model(model)
     folder = out / ("model" if settings.config.method == "full" else "adapter")
     if accelerator.is_main_process:
-        def write(staging: Path) -> None:
+        with staged_folder(folder) as staging:
             unwrapped.save_pretrained(staging, state_dict=state_dict, safe_serialization=True)
             if settings.config.method == "full":
                 processor.save_pretrained(staging)
             (staging / "rscovlm_training.json").write_text(json.dumps(summary, indent=2) + "\n")
-
-        _write_atomically(folder, write)
     accelerator.wait_for_everyone()
     return folder
 
@@ -437,7 +418,7 @@ def fit(settings: FitSettings, progress: ProgressCallback | None = None, should_
     if config.merge and config.method != "full" and accelerator.is_main_process:
         summary["merged"] = str(merge_adapter(settings.model, result, out / "merged"))
     if accelerator.is_main_process:
-        (out / METRICS_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+        write_text(out / METRICS_FILE, json.dumps(summary, indent=2) + "\n")
     accelerator.wait_for_everyone()
     return summary
 

@@ -174,7 +174,7 @@ def test_labels_in_another_crs_are_reprojected(scene, tmp_path):
     to_wgs84 = Transformer.from_crs("EPSG:32633", "EPSG:4326", always_xy=True)
     reprojected = [shapely.transform(shapely.from_wkb(g), lambda xy: np.stack(to_wgs84.transform(xy[:, 0], xy[:, 1]), axis=-1)) for g in geometry]
     labels = tmp_path / "wgs84.geojson"
-    write_vector(str(labels), np.array(shapely.to_wkb(reprojected), dtype=object), fields, ["label"], driver="GeoJSON",
+    write_vector(str(labels), np.array(shapely.to_wkb(reprojected), dtype=object), fields, list(meta["fields"]), driver="GeoJSON",
                  geometry_type="Polygon", crs=CRS.from_epsg(4326).to_wkt())
     manifest = export_dataset(path, labels, tmp_path / "out", class_field="label", options=OPTIONS)
     assert manifest["source"]["reprojected"] and manifest["source"]["labels_crs"] == "EPSG:4326"
