@@ -69,6 +69,21 @@ package:
 	rm -rf $(PACKAGE_DIR)/.build
 	@echo "wrote $(PACKAGE_DIR)/$(PLUGIN).zip"
 
+# docs/screenshot.png: the real QGIS desktop app under Xvfb, the plugin installed from the zip into
+# a throwaway profile; docs/screenshot.py (run with --code) starts the backend from the dock on the
+# sample scene, asks two questions and grabs the main window.
+SHOT_PROFILES := build/screenshot
+screenshot: install package $(SAMPLE) $(TINY_MODEL)/config.json
+	@command -v qgis >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends qgis >/dev/null; }
+	rm -rf $(SHOT_PROFILES) && mkdir -p $(SHOT_PROFILES)/profiles/default/python/plugins $(SHOT_PROFILES)/profiles/default/QGIS
+	$(PYTHON) -m zipfile -e $(PACKAGE_DIR)/$(PLUGIN).zip $(SHOT_PROFILES)/profiles/default/python/plugins
+	printf '[PythonPlugins]\n$(PLUGIN)=true\n' > $(SHOT_PROFILES)/profiles/default/QGIS/QGIS3.ini
+	RSCOVLM_SHOT_RASTER=$(CURDIR)/$(SAMPLE) RSCOVLM_SHOT_MODEL=$(CURDIR)/$(TINY_MODEL) RSCOVLM_SHOT_COMMAND=$(CURDIR)/$(VENV)/bin/rscovlm \
+	RSCOVLM_SHOT_OUT=$(CURDIR)/docs/screenshot.png XDG_CONFIG_HOME=$(CURDIR)/$(SHOT_PROFILES)/config \
+		xvfb-run -a -s "-screen 0 1600x1000x24" qgis --profiles-path $(SHOT_PROFILES) --profile default --nologo --noversioncheck --code docs/screenshot.py
+	@test -s docs/screenshot.png && echo "wrote docs/screenshot.png"
+
 bench: install
 	$(PY) -m benchmarks
 

@@ -50,7 +50,7 @@
   </renderer-v2>
   <labeling type="simple">
     <settings calloutType="simple">
-      <text-style fontWeight="50" fontKerning="1" textOpacity="1" previewBkgrdColor="255,255,255,255" fontFamily="DejaVu LGC Sans" fieldName="coalesce(nullif(&quot;text&quot;, ''), &quot;label&quot;)" fontWordSpacing="0" fontSizeUnit="Point" textColor="0,0,0,255" fontSize="10" useSubstitutions="0" fontLetterSpacing="0" isExpression="1" fontItalic="0" namedStyle="" textOrientation="horizontal" blendMode="0" multilineHeight="1" fontStrikeout="0" fontSizeMapUnitScale="3x:0,0,0,0,0,0" capitalization="0" fontUnderline="0" allowHtml="0" legendString="Aa">
+      <text-style fontWeight="50" fontKerning="1" textOpacity="1" previewBkgrdColor="255,255,255,255" fontFamily="DejaVu LGC Sans" fieldName="regexp_replace(wordwrap(left(coalesce(nullif(&quot;text&quot;, ''), &quot;label&quot;), 240), 40), '([^\n]{48})', '\\1\n')" fontWordSpacing="0" fontSizeUnit="Point" textColor="0,0,0,255" fontSize="10" useSubstitutions="0" fontLetterSpacing="0" isExpression="1" fontItalic="0" namedStyle="" textOrientation="horizontal" blendMode="0" multilineHeight="1" fontStrikeout="0" fontSizeMapUnitScale="3x:0,0,0,0,0,0" capitalization="0" fontUnderline="0" allowHtml="0" legendString="Aa">
         <families/>
         <text-buffer bufferJoinStyle="128" bufferSize="0.80000000000000004" bufferSizeUnits="MM" bufferNoFill="1" bufferOpacity="1" bufferSizeMapUnitScale="3x:0,0,0,0,0,0" bufferDraw="1" bufferBlendMode="0" bufferColor="255,255,255,255"/>
         <text-mask maskOpacity="1" maskType="0" maskSize="1.5" maskJoinStyle="128" maskedSymbolLayers="" maskSizeUnits="MM" maskSizeMapUnitScale="3x:0,0,0,0,0,0" maskEnabled="0"/>
@@ -108,7 +108,7 @@
         </dd_properties>
         <substitutions/>
       </text-style>
-      <text-format multilineAlign="3" reverseDirectionSymbol="0" formatNumbers="0" plussign="0" rightDirectionSymbol=">" wrapChar="" leftDirectionSymbol="&lt;" autoWrapLength="40" addDirectionSymbol="0" useMaxLineLengthForAutoWrap="1" decimals="3" placeDirectionSymbol="0"/>
+      <text-format multilineAlign="3" reverseDirectionSymbol="0" formatNumbers="0" plussign="0" rightDirectionSymbol=">" wrapChar="" leftDirectionSymbol="&lt;" autoWrapLength="0" addDirectionSymbol="0" useMaxLineLengthForAutoWrap="1" decimals="3" placeDirectionSymbol="0"/>
       <placement rotationUnit="AngleDegrees" distUnits="MM" rotationAngle="0" distMapUnitScale="3x:0,0,0,0,0,0" lineAnchorType="0" placementFlags="10" geometryGeneratorType="PointGeometry" overrunDistanceMapUnitScale="3x:0,0,0,0,0,0" polygonPlacementFlags="2" maxCurvedCharAngleOut="-25" geometryGenerator="" preserveRotation="1" repeatDistanceUnits="MM" overrunDistanceUnit="MM" quadOffset="4" geometryGeneratorEnabled="0" offsetUnits="MM" lineAnchorClipping="0" offsetType="0" labelOffsetMapUnitScale="3x:0,0,0,0,0,0" priority="5" predefinedPositionOrder="TR,TL,BR,BL,R,L,TSR,BSR" xOffset="0" fitInPolygonOnly="0" maxCurvedCharAngleIn="25" centroidWhole="0" yOffset="0" centroidInside="0" repeatDistance="0" repeatDistanceMapUnitScale="3x:0,0,0,0,0,0" layerType="UnknownGeometry" dist="0" lineAnchorPercent="0.5" placement="4" overrunDistance="0"/>
       <rendering fontMaxPixelSize="10000" limitNumLabels="0" obstacle="1" displayAll="0" obstacleFactor="1" fontMinPixelSize="0" labelPerPart="0" fontLimitPixelSize="0" upsidedownLabels="0" obstacleType="1" mergeLines="0" zIndex="0" maxNumLabels="2000" scaleMax="0" unplacedVisibility="0" scaleMin="0" drawLabels="1" minFeatureSize="0" scaleVisibility="0"/>
       <dd_properties>
