@@ -315,8 +315,13 @@ def fit(settings: FitSettings, progress: ProgressCallback | None = None, should_
     model, processor, placement = load_model(settings, accelerator)
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
-    if accelerator.state.deepspeed_plugin is not None:
-        accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = config.batch_size
+    deepspeed = accelerator.state.deepspeed_plugin
+    if deepspeed is not None:  # no dataloader goes through prepare(), so DeepSpeed's batch sizes are given here
+        deepspeed.deepspeed_config.update({
+            "train_micro_batch_size_per_gpu": config.batch_size,
+            "train_batch_size": config.batch_size * config.grad_accum * accelerator.num_processes,
+            "gradient_clipping": config.max_grad_norm,
+        })
     model, optimizer = accelerator.prepare(model, optimizer)
     # Not prepared: accelerate would step it once per process per optimizer step.
     scheduler = get_scheduler(config.lr_scheduler, optimizer, num_warmup_steps=config.warmup_steps, num_training_steps=total_steps)
