@@ -52,7 +52,12 @@ def _class_names(classes: tuple[str, ...]) -> dict[str, str]:
 
 def match_label(label: str, classes: Sequence[str], cutoff: float = 0.75) -> str | None:
     """The requested class a label stands for: exact, plural, or a close misspelling."""
-    want = _class_names(tuple(classes))
+    return _match_label(label, tuple(classes), cutoff)
+
+
+@lru_cache(maxsize=4096)  # an answer repeats a handful of labels many times
+def _match_label(label: str, classes: tuple[str, ...], cutoff: float) -> str | None:
+    want = _class_names(classes)
     name = normalise_category(label).strip(" .:;")
     if name in want:
         return want[name]
