@@ -87,6 +87,7 @@ def answer_loss(checkpoint: Path, data: Path, indices: list[int]) -> float:
     return total / tokens
 
 
+@pytest.mark.slow
 def test_a_short_fit_lowers_validation_loss(tiny_checkpoint, exported, tmp_path):
     data, manifest = exported
     val_tiles = manifest["counts"]["val"]["tiles"]
