@@ -201,9 +201,15 @@ def load_local_engine(
     if quantize == "none":
         network_model = network_model.to(placement.device)
     if adapter_path:
+        import warnings
+
         from peft import PeftModel
 
-        network_model = PeftModel.from_pretrained(network_model, adapter_path)
+        with warnings.catch_warnings():
+            # peft asks transformers about gradient checkpointing through a deprecated name;
+            # nothing a user of the adapter can act on
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            network_model = PeftModel.from_pretrained(network_model, adapter_path)
     network_model.eval()
     processor.tokenizer.padding_side = "left"
     configure_pixel_limits(processor, min_pixels, max_pixels)
