@@ -47,6 +47,8 @@ def run_job(
 ) -> dict:
     """The JobStatus of the finished job (its `result` holds the TaskResult). Raises
     BackendError (kind 'cancelled' after the job was cancelled on the backend) or InputProblem."""
+    if feedback.isCanceled():
+        raise BackendError("cancelled", "Cancelled.")
     client = BackendClient(connection, timeout_s, feedback)
     scratch = Path(tempfile.mkdtemp(prefix="rscovlm-qgis-"))
     upload_id = None
@@ -143,8 +145,10 @@ class JobTask(QgsTask):
         self.error: Exception | None = None
 
     def cancel(self) -> None:
-        self.feedback.cancel()  # aborts the request in flight
-        super().cancel()
+        """Cancel through the feedback only: it aborts the request in flight, and run() then ends
+        as cancelled after telling the backend. QgsTask.cancel() would also end a task that is
+        still queued from this (main) thread, racing with a worker that starts it that moment."""
+        self.feedback.cancel()
 
     def _progress(self, done: int, total: int) -> None:
         if total:

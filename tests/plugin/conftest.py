@@ -4,8 +4,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -74,13 +76,20 @@ def scene_tif(tmp_path_factory) -> Path:
     return path
 
 
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the test process dies, so a crashed run leaves no backend behind."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def start_serve(command: list[str], server_file: Path, timeout_s: float = 180.0) -> subprocess.Popen:
     server_file.unlink(missing_ok=True)
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = server_file.with_suffix(".log")
+    with log.open("w") as output:  # a file, not a pipe nobody reads: a full pipe would stall the backend
+        process = subprocess.Popen(command, cwd=REPO, stdout=output, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and not server_file.exists():
         if process.poll() is not None:
-            raise RuntimeError(f"backend exited early: {process.stdout.read()}")
+            raise RuntimeError(f"backend exited early: {log.read_text()}")
         time.sleep(0.1)
     if not server_file.exists():
         process.kill()
