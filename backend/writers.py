@@ -6,6 +6,7 @@ so a failure leaves the previous file whole and never a half-written one.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,9 @@ def write_result(result: TaskResult, path: str | Path) -> Path:
         else:
             columns.append(np.array(["" if v is None else str(v) for v in values], dtype=object))
     crs = CRS.from_user_input(result.crs).to_wkt() if result.crs else None
-    with staged_file(target) as staging:
+    with staged_file(target) as staging, warnings.catch_warnings():
+        # a raster without georeferencing gives features without a CRS; the user was told
+        warnings.filterwarnings("ignore", message="'crs' was not provided", category=UserWarning)
         write_vector(
             str(staging),
             geometry,
