@@ -110,6 +110,20 @@ SIZES = {
         vision_heads=4,
         vision_intermediate=256,
     ),
+    # The bundled demo checkpoint (training.demo_model): a few million parameters, sized so that
+    # a step of eight 224 px samples takes well under a second on two CPU cores.
+    "demo": ModelSize(
+        vocab_size=1000,
+        text_hidden=256,
+        text_layers=4,
+        text_heads=4,
+        text_kv_heads=2,
+        text_intermediate=768,
+        vision_hidden=192,
+        vision_depth=4,
+        vision_heads=4,
+        vision_intermediate=512,
+    ),
 }
 
 

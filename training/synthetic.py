@@ -1,11 +1,15 @@
 """Aerial-looking synthetic scenes with exact ground truth, deterministic by seed.
 
-A scene is textured ground, a river, roads and rotated objects of several classes, each with a
-distinct shape and colour. It is written as a tiled GeoTIFF in a projected CRS with internal
-overviews, block by block, so a 20,000 px mosaic costs no more memory than a 1,000 px one. The
-ground truth comes as DOTA txt (pixels) and a GeoPackage (map coordinates).
+A scene is textured ground, surfaces (water, aprons, lots, roads, fields, trees) and rotated
+objects of several classes, each with a distinct shape and a named colour. The default kind
+("mixed") is ground with a river, roads and objects scattered by density; the other kinds are
+laid out by `training.layouts` (airport, harbor, industrial area, parking lot, residential
+area; a town of several of them; countryside with small sites, for the Zoom-in Chain). It is
+written as a tiled GeoTIFF in a projected CRS with internal overviews, block by block, so a
+20,000 px mosaic costs no more memory than a 1,000 px one. The ground truth comes as DOTA txt
+(pixels) and a GeoPackage (map coordinates, with each object's colour).
 
-    python -m training.synthetic --out resources/sample/scene.tif --size 2048 --seed 7
+    python -m training.synthetic --out resources/sample/scene.tif --size 2048 --seed 7 [--kind town --gsd 0.3]
 """
 
 from __future__ import annotations
@@ -40,6 +44,62 @@ CLASS_SPECS = {
 }
 CLASSES = tuple(CLASS_SPECS)
 
+# Colours have names, so a grounding expression or an answer can say them.
+PALETTE = {
+    "red": (200, 30, 30),
+    "blue": (30, 60, 190),
+    "white": (235, 235, 235),
+    "black": (20, 20, 20),
+    "yellow": (220, 190, 40),
+    "grey": (150, 150, 160),
+    "orange": (225, 120, 30),
+    "green": (40, 130, 60),
+}
+
+# Surface -> (base colour, texture amplitude): ground, water and paving under the objects.
+SURFACES = {
+    "grass": ((95, 122, 70), (35, 40, 22)),
+    "crop": ((128, 140, 72), (30, 30, 20)),
+    "soil": ((140, 116, 86), (26, 22, 18)),
+    "forest": ((46, 74, 40), (30, 36, 22)),
+    "gravel": ((158, 142, 116), (34, 30, 26)),
+    "concrete": ((182, 182, 176), (22, 22, 22)),
+    "asphalt": ((72, 74, 77), (16, 16, 16)),
+    "water": ((35, 72, 98), (12, 14, 18)),
+    "marking": ((232, 232, 222), (6, 6, 6)),
+    "tree": ((38, 84, 36), (34, 40, 26)),
+    "shadow": ((36, 40, 36), (8, 8, 8)),
+}
+SURFACE_IDS = {name: i for i, name in enumerate(SURFACES)}
+
+
+def colour_name(rgb) -> str:
+    """The palette name nearest to an RGB colour."""
+    r, g, b = (float(v) for v in rgb)
+    return min(PALETTE, key=lambda name: (PALETTE[name][0] - r) ** 2 + (PALETTE[name][1] - g) ** 2 + (PALETTE[name][2] - b) ** 2)
+
+
+@dataclass(frozen=True)
+class Patch:
+    """A polygon of one surface, in scene pixels; later patches are drawn over earlier ones."""
+
+    surface: str
+    points: tuple[tuple[float, float], ...]
+
+
+@dataclass(frozen=True)
+class Zone:
+    """The part of a scene one layout filled: what the scene is there (a classification class)."""
+
+    kind: str
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+
+    def contains(self, x0: float, y0: float, x1: float, y1: float) -> bool:
+        return self.x0 <= x0 and self.y0 <= y0 and x1 <= self.x1 and y1 <= self.y1
+
 
 @dataclass(frozen=True)
 class SceneObject:
@@ -54,6 +114,10 @@ class SceneObject:
     def box(self) -> np.ndarray:
         return rbox_to_points(self.cx, self.cy, self.length, self.width, self.angle)
 
+    @property
+    def colour_name(self) -> str:
+        return colour_name(self.colour)
+
 
 @dataclass(frozen=True)
 class Scene:
@@ -62,8 +126,15 @@ class Scene:
     gsd: float
     seed: int
     objects: tuple[SceneObject, ...]
-    river: tuple[float, float, float]  # centre x at top, slope (px per px of y), half width px
+    river: tuple[float, float, float] | None  # centre x at top, slope (px per px of y), half width px
     roads: tuple[tuple[str, float, float], ...]  # ("h"|"v", position px, half width px)
+    patches: tuple[Patch, ...] = ()
+    background: str | None = None  # a SURFACES name; None: the mixed kind's ground
+    zones: tuple[Zone, ...] = ()
+
+    def zone_of(self, x0: float, y0: float, x1: float, y1: float) -> Zone | None:
+        """The zone wholly holding a window, if one does."""
+        return next((z for z in self.zones if z.contains(x0, y0, x1, y1)), None)
 
     @property
     def transform(self) -> Affine:
@@ -186,10 +257,42 @@ def _draw_object(draw: ImageDraw.ImageDraw, obj: SceneObject, x0: int, y0: int) 
         draw.polygon(shape([(L * 0.25, -W * 0.8), (L * 0.55, -W * 0.8), (L * 0.55, W * 0.8), (L * 0.25, W * 0.8)]), fill=dark)
 
 
-def render_block(scene: Scene, x0: int, y0: int, w: int, h: int, objects_in_block: list[SceneObject]) -> np.ndarray:
+def _patch_bounds(scene: Scene) -> np.ndarray:
+    """(n, 4) x0, y0, x1, y1 of every patch."""
+    if not scene.patches:
+        return np.zeros((0, 4))
+    return np.array([[min(p[0] for p in q.points), min(p[1] for p in q.points), max(p[0] for p in q.points), max(p[1] for p in q.points)]
+                     for q in scene.patches])
+
+
+def _surface_colours(scene: Scene, x0: int, y0: int, w: int, h: int, bounds: np.ndarray, texture: np.ndarray) -> np.ndarray:
+    """Float RGB of the surfaces of a block: the background, then the patches touching it."""
+    surfaces = Image.new("L", (w, h), SURFACE_IDS[scene.background])
+    draw = ImageDraw.Draw(surfaces)
+    touching = np.nonzero((bounds[:, 0] < x0 + w) & (bounds[:, 2] > x0) & (bounds[:, 1] < y0 + h) & (bounds[:, 3] > y0))[0]
+    for i in touching:
+        patch = scene.patches[i]
+        draw.polygon([(x - x0, y - y0) for x, y in patch.points], fill=SURFACE_IDS[patch.surface])
+    ids = np.asarray(surfaces)
+    base = np.array([spec[0] for spec in SURFACES.values()], dtype=np.float32)
+    amplitude = np.array([spec[1] for spec in SURFACES.values()], dtype=np.float32)
+    return base[ids] + amplitude[ids] * (2.0 * texture[..., None] - 1.0)
+
+
+def render_block(
+    scene: Scene, x0: int, y0: int, w: int, h: int, objects_in_block: list[SceneObject], patch_bounds: np.ndarray | None = None
+) -> np.ndarray:
     """RGB pixels of one block of the scene, (h, w, 3) uint8."""
     coarse = _lattice_noise(x0, y0, w, h, 96, scene.seed)
     fine = _lattice_noise(x0, y0, w, h, 7, scene.seed + 17)
+    if scene.background is not None:
+        bounds = _patch_bounds(scene) if patch_bounds is None else patch_bounds
+        rgb = _surface_colours(scene, x0, y0, w, h, bounds, 0.4 * coarse + 0.6 * fine)
+        image = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), "RGB")
+        draw = ImageDraw.Draw(image)
+        for obj in objects_in_block:
+            _draw_object(draw, obj, x0, y0)
+        return np.asarray(image)
     ground = 0.65 * coarse + 0.35 * fine
     rgb = np.stack([95 + 45 * ground, 110 + 50 * ground, 70 + 30 * ground], axis=-1)
     ys = np.arange(y0, y0 + h, dtype=np.float64)[:, None]
@@ -214,6 +317,7 @@ def write_scene(scene: Scene, path: str | Path, crs: str = DEFAULT_CRS, overview
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     reach = max((max(o.length, o.width) for o in scene.objects), default=0) + 4
+    patch_bounds = _patch_bounds(scene)
     with staged_file(target) as staging:
         profile = dict(
             driver="GTiff", width=scene.width, height=scene.height, count=3, dtype="uint8", crs=crs,
@@ -229,7 +333,7 @@ def write_scene(scene: Scene, path: str | Path, crs: str = DEFAULT_CRS, overview
                         (centres[:, 0] > x0 - reach) & (centres[:, 0] < x0 + w + reach)
                         & (centres[:, 1] > y0 - reach) & (centres[:, 1] < y0 + h + reach)
                     )[0] if len(centres) else []
-                    block = render_block(scene, x0, y0, w, h, [scene.objects[i] for i in near])
+                    block = render_block(scene, x0, y0, w, h, [scene.objects[i] for i in near], patch_bounds)
                     dst.write(block.transpose(2, 0, 1), window=Window(x0, y0, w, h))
             if overviews:
                 factors = [f for f in (2, 4, 8, 16, 32, 64) if max(scene.width, scene.height) // f >= 256]
@@ -255,15 +359,23 @@ def write_truth_layer(scene: Scene, path: str | Path, crs: str = DEFAULT_CRS) ->
 
     geoms = np.array([shapely.to_wkb(shapely.Polygon(raster_to_map(o.box(), scene.transform))) for o in scene.objects], dtype=object)
     labels = np.array([o.label for o in scene.objects], dtype=object)
+    colours = np.array([o.colour_name for o in scene.objects], dtype=object)
     with staged_file(path) as staging:
-        write_vector(str(staging), geoms, [labels], ["label"], layer="truth", driver="GPKG", geometry_type="Polygon", crs=CRS.from_user_input(crs).to_wkt())
+        write_vector(str(staging), geoms, [labels, colours], ["label", "colour"], layer="truth", driver="GPKG", geometry_type="Polygon",
+                     crs=CRS.from_user_input(crs).to_wkt())
     return Path(path)
 
 
-def generate(out: str | Path, size: int, seed: int, gsd: float = 0.5, density: float = 1.0) -> Scene:
-    """Scene GeoTIFF plus `<stem>.dota.txt` and `<stem>.truth.gpkg` beside it."""
+def generate(out: str | Path, size: int, seed: int, gsd: float | None = None, density: float = 1.0, kind: str = "mixed") -> Scene:
+    """Scene GeoTIFF plus `<stem>.dota.txt` and `<stem>.truth.gpkg` beside it. The GSD defaults
+    to 0.5 m for the mixed kind and to the demo world's for the laid-out kinds."""
     out = Path(out)
-    scene = plan_scene(size, size, gsd, seed, density)
+    if kind == "mixed":
+        scene = plan_scene(size, size, gsd or 0.5, seed, density)
+    else:
+        from training.layouts import WORLD_GSD, plan_layout
+
+        scene = plan_layout(kind, size, size, gsd or WORLD_GSD, seed)
     write_scene(scene, out)
     write_truth_dota(scene, out.with_suffix(".dota.txt"))
     write_truth_layer(scene, out.with_suffix(".truth.gpkg"))
@@ -275,10 +387,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="GeoTIFF to write")
     parser.add_argument("--size", type=int, default=2048, help="side in pixels")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--gsd", type=float, default=0.5, help="metres per pixel")
-    parser.add_argument("--density", type=float, default=1.0, help="object density multiplier")
+    parser.add_argument("--gsd", type=float, help="metres per pixel (default 0.5 for mixed, 0.3 for the other kinds)")
+    parser.add_argument("--density", type=float, default=1.0, help="object density multiplier (mixed kind)")
+    parser.add_argument("--kind", default="mixed", help="mixed (default), a scene kind (airport, harbor, industrial area, "
+                        "parking lot, residential area), town, or countryside")
     args = parser.parse_args(argv)
-    scene = generate(args.out, args.size, args.seed, args.gsd, args.density)
+    from training.layouts import LAYOUTS
+
+    if args.kind != "mixed" and args.kind not in LAYOUTS:
+        parser.error(f"--kind {args.kind!r} is not one of: mixed, {', '.join(LAYOUTS)}")
+    scene = generate(args.out, args.size, args.seed, args.gsd, args.density, args.kind)
     print(f"wrote {args.out} ({args.size}x{args.size} px, {len(scene.objects)} objects) and its ground truth")
     return 0
 

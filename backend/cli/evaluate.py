@@ -172,6 +172,7 @@ def grounding_command(args: argparse.Namespace) -> int:
 def run_command(args: argparse.Namespace) -> int:
     from backend.cli.tasks import resolve_model
     from backend.engine.factory import engine_choice, load_engine
+    from backend.engine.loading import declared_task_options
     from backend.evaluation.dataset import open_split
     from backend.evaluation.report import detection_table
     from backend.evaluation.run import evaluate_model
@@ -179,7 +180,8 @@ def run_command(args: argparse.Namespace) -> int:
     _check_iou(args.iou)
     out = _out_folder(args.out)
     split = open_split(args.data)  # bad data fails before the model loads
-    engine = load_engine(engine_choice(args, lambda: resolve_model(args)))
+    choice = engine_choice(args, lambda: resolve_model(args))
+    engine = load_engine(choice)
     from tqdm import tqdm
 
     bar = tqdm(unit="item", desc="eval", file=sys.stderr, disable=True if args.no_progress else None)
@@ -189,7 +191,8 @@ def run_command(args: argparse.Namespace) -> int:
         bar.update(done - bar.n)
 
     try:
-        document = evaluate_model(engine, split, out, _classes(args.classes), args.max_new_tokens, args.iou, args.metric, progress)
+        document = evaluate_model(engine, split, out, _classes(args.classes), args.max_new_tokens, args.iou, args.metric, progress,
+                                  task_options=declared_task_options(choice.model))
     except KeyboardInterrupt:
         bar.close()
         print(f"rscovlm: interrupted; the answers written so far are in {out}/predictions: run the same command to resume.", file=sys.stderr)
@@ -201,7 +204,7 @@ def run_command(args: argparse.Namespace) -> int:
     tasks = document["tasks"]
     if "detection" in tasks:
         print(detection_table(tasks["detection"]))
-    for name, key in (("grounding", "Acc@0.5"), ("classification", "accuracy"), ("vqa", "accuracy"), ("captioning", "CIDEr")):
+    for name, key in (("grounding", "Acc@0.5"), ("classification", "accuracy"), ("vqa", "accuracy"), ("zoom", "accuracy"), ("captioning", "CIDEr")):
         if name in tasks and tasks[name].get(key) is not None:
             value = tasks[name][key]
             print(f"{name}: {key} {value if name == 'captioning' else 100 * value:.2f} ({tasks[name]['samples']} samples)")

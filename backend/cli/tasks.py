@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from backend.contract import TaskOptions, TaskRequest, TaskResult
 from backend.engine.factory import add_engine_options, engine_choice, load_engine
+from backend.engine.loading import declared_task_options
 from backend.errors import UserError, validation_problem
 from backend.prompts import DOTA_CLASSES
 from backend.resolution import DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE
@@ -71,8 +72,8 @@ def register(subparsers) -> None:
             example = "plane,ship,small vehicle" if task == "detect" else "airport,harbor,farmland"
             parser.add_argument("--classes", required=True, help=f"comma-separated, e.g. \"{example}\"; 'dota' for the DOTA-v1.0 list")
         if task == "detect":
-            parser.add_argument("--tile-size", type=int, default=DEFAULT_TILE_SIZE, help=f"tile side in pixels (default {DEFAULT_TILE_SIZE})")
-            parser.add_argument("--tile-overlap", type=int, default=DEFAULT_TILE_OVERLAP, help=f"(default {DEFAULT_TILE_OVERLAP})")
+            parser.add_argument("--tile-size", type=int, help=f"tile side in pixels (default {DEFAULT_TILE_SIZE}, or the checkpoint's own)")
+            parser.add_argument("--tile-overlap", type=int, help=f"(default {DEFAULT_TILE_OVERLAP}, or the checkpoint's own)")
             parser.add_argument("--box-form", choices=["polygon", "rbox", "hbox"], default="polygon")
             parser.add_argument("--nms-iou", type=float, default=0.1, help="merge duplicates across tiles above this IoU (default 0.1)")
         if task == "ground":
@@ -98,7 +99,9 @@ def _zoom_options(parser: argparse.ArgumentParser, task: str) -> None:
         zoom.add_argument("--zoom-counting", action="store_true", help="zoom for counting questions too (not trained; off by default)")
 
 
-def build_request(args: argparse.Namespace) -> TaskRequest:
+def build_request(args: argparse.Namespace, declared: dict | None = None) -> TaskRequest:
+    """The request the options ask for; `declared` (the checkpoint's own task defaults) fills
+    what they leave out."""
     options = {"gsd": args.gsd, "max_new_tokens": args.max_new_tokens}
     if args.bands:
         options["bands"] = _numbers(args.bands, None, "--bands", int)
@@ -118,7 +121,7 @@ def build_request(args: argparse.Namespace) -> TaskRequest:
         "question": getattr(args, "question", None),
     }
     try:
-        return TaskRequest(**fields, options=TaskOptions(**{k: v for k, v in options.items() if v is not None}))
+        return TaskRequest(**fields, options=TaskOptions(**(declared or {}) | {k: v for k, v in options.items() if v is not None}))
     except ValidationError as exc:
         raise UserError(validation_problem(exc.errors()), "See rscovlm " + args.task + " --help.") from None
 
@@ -156,10 +159,10 @@ def run_command(args: argparse.Namespace) -> int:
     from backend.pipeline import TaskRun, drive
     from backend.writers import output_format, write_result
 
-    request = build_request(args)
     if args.output:
         output_format(args.output)
     choice = engine_choice(args, lambda: resolve_model(args))
+    request = build_request(args, declared_task_options(choice.model))
     # Open the raster and plan the views before loading the model: bad input fails in a second.
     with TaskRun(request, choice.label) as run:
         engine = load_engine(choice)

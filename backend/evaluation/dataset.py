@@ -12,7 +12,7 @@ from pathlib import Path
 from backend.errors import UserError
 from backend.evaluation.dota_io import Annotations, read_image_files
 from backend.parsing import parse_boxes
-from backend.prompts import CLASSIFY_PREFIX, VQA_SUFFIX, normalise_category
+from backend.prompts import CLASSIFY_PREFIX, VQA_SUFFIX, ZOOM_REQUEST_SUFFIX, normalise_category
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 GROUNDING_PREFIX = "find the "
@@ -25,8 +25,8 @@ class Sample:
     what the reference answer is."""
 
     id: str
-    task: str  # "ground", "caption", "classify" or "ask"
-    image: Path
+    task: str  # "ground", "caption", "classify", "ask" or "zoom"
+    image: Path  # zoom: the full-resolution raster the chain reads
     prompt: str  # the user text without the image placeholder
     argument: str  # expression, question, or classes joined by ','; '' for captions
     references: list[str]  # reference texts (captions may have several)
@@ -65,8 +65,10 @@ def _sample(record: dict, root: Path) -> Sample | str:
     images = record.get("images") or []
     users = [m.get("content", "") for m in messages if isinstance(m, dict) and m.get("role") == "user"]
     answers = [m.get("content", "") for m in messages if isinstance(m, dict) and m.get("role") == "assistant"]
-    if task in ("detect", "zoom"):
-        return f"{task} samples (detection is scored from labelTxt; the Zoom-in Chain is not scored here)"
+    if task == "detect":
+        return "detect samples (detection is scored from labelTxt)"
+    if task == "zoom":
+        return _zoom_sample(record, root, users, answers)
     if task not in ("ground", "caption", "classify", "vqa") or len(users) != 1 or not answers or len(images) != 1:
         return "not a single-image sample of a known task"
     image = root / str(images[0])
@@ -93,6 +95,22 @@ def _sample(record: dict, root: Path) -> Sample | str:
         return Sample(sample_id, "ask", image, prompt, question, [answer])
     references = [str(r) for r in record.get("references") or [answer]]
     return Sample(sample_id, "caption", image, prompt, "", references)
+
+
+def _zoom_sample(record: dict, root: Path, users: list, answers: list) -> Sample | str:
+    """A Zoom-in Chain question, asked again of the whole raster it was cut from (`raster`):
+    the chain must find the region itself, so the stored crop is not used."""
+    raster = record.get("raster")
+    if not raster:
+        return "zoom samples without a raster (the chain needs the full-resolution scene)"
+    if not (root / str(raster)).is_file():
+        return "raster file missing"
+    if not users or not answers:
+        return "not a Zoom-in Chain conversation"
+    prompt = _strip_image(str(users[0]))
+    question = prompt[: -len(ZOOM_REQUEST_SUFFIX)].strip() if prompt.endswith(ZOOM_REQUEST_SUFFIX) else prompt
+    sample_id = str(record.get("id") or raster)
+    return Sample(sample_id, "zoom", root / str(raster), prompt, question, [str(answers[-1])])
 
 
 def open_split(path: str | Path) -> DatasetSplit:

@@ -15,6 +15,7 @@ import hashlib
 import json
 import re
 import warnings
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from backend.evaluation.grounding import score_grounding
 from backend.evaluation.protocols import detection_report
 from backend.evaluation.report import plot_precision_recall, write_json
 from backend.evaluation.text import caption_scores, contained_accuracy
-from backend.pipeline import TaskRun
+from backend.pipeline import TaskRun, drive
 from backend.writers import write_dota
 
 ProgressCallback = Callable[[int, int], None]
@@ -100,16 +101,22 @@ def evaluate_model(
     metric: Metric = "voc07",
     progress: ProgressCallback | None = None,
     should_stop: StopCheck | None = None,
+    task_options: dict | None = None,
 ) -> dict:
     """Predict what is not predicted yet, then score everything; returns the report document
-    (also written to `<out>/report.json`). Raises `Cancelled` between chunks when asked to stop."""
+    (also written to `<out>/report.json`). Raises `Cancelled` between chunks when asked to stop.
+    `task_options` (e.g. the checkpoint's declared pixel budget) apply to every request."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     classes = list(classes or split.classes)
     if split.images and not classes:
         raise UserError("the dataset names no classes (no manifest.json and no object in labelTxt/).", "Give them with --classes.")
-    options = TaskOptions(max_new_tokens=max_new_tokens) if max_new_tokens else TaskOptions()
-    _settings_guard(out, {"model": engine.model_id, "data": str(split.root.resolve()), "classes": classes, "max_new_tokens": max_new_tokens})
+    try:
+        options = TaskOptions(**(task_options or {}) | ({"max_new_tokens": max_new_tokens} if max_new_tokens else {}))
+    except ValidationError as exc:
+        raise UserError(f"task options {task_options}: {validation_problem(exc.errors())}", None) from None
+    settings = {"model": engine.model_id, "data": str(split.root.resolve()), "classes": classes, "max_new_tokens": max_new_tokens}
+    _settings_guard(out, settings | ({"task_options": task_options} if task_options else {}))
     folder = out / PREDICTIONS
     (folder / "detect").mkdir(parents=True, exist_ok=True)
     jobs = [("detect", stem, folder / "detect" / f"{stem}.txt") for stem in split.images]
@@ -122,12 +129,16 @@ def evaluate_model(
     chunk = max(1, engine.batch_size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)  # dataset tiles are plain PNG/JPEG, in pixels by design
-        for task in ("detect", "ground", "classify", "ask", "caption"):
+        for task in ("detect", "ground", "classify", "ask", "caption", "zoom"):
             mine = [job for job in todo if job[0] == task]
             for start in range(0, len(mine), chunk):
                 if should_stop is not None and should_stop():
                     raise Cancelled(f"stopped after {done} of {total}; the predictions written so far are kept for resuming")
-                _predict_chunk(mine[start : start + chunk], engine, split, classes, options)
+                if task == "zoom":  # one chain at a time: each turn depends on the last
+                    for job in mine[start : start + chunk]:
+                        _predict_zoom(job, engine, options)
+                else:
+                    _predict_chunk(mine[start : start + chunk], engine, split, classes, options)
                 done += len(mine[start : start + chunk])
                 if progress is not None:
                     progress(done, total)
@@ -166,6 +177,17 @@ def _predict_chunk(jobs: list, engine: Engine, split: DatasetSplit, classes: lis
         write_text(target, json.dumps({"id": item.id, "task": task, "answer": result.text, "box": box, "raw": raw}))
 
 
+def _predict_zoom(job: tuple, engine: Engine, options: TaskOptions) -> None:
+    """The whole Zoom-in Chain on the sample's raster, as `rscovlm ask --zoom` runs it."""
+    _, sample, target = job
+    with TaskRun(_request("ask", sample.image, options.model_copy(update={"zoom": "on"}), argument=sample.argument), engine.model_id) as run:
+        result = drive(run, engine)
+    trace = result.zoom
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_text(target, json.dumps({"id": sample.id, "task": "zoom", "answer": result.text, "outcome": trace.outcome,
+                                   "steps": trace.steps, "calls": [turn.answer for turn in trace.turns[:-1]]}))
+
+
 def score_predictions(split: DatasetSplit, out: Path, classes: Sequence[str], iou_threshold: float = 0.5, metric: Metric = "voc07") -> dict:
     """Score what `<out>/predictions/` holds against the split's references."""
     folder = Path(out) / PREDICTIONS
@@ -188,10 +210,13 @@ def score_predictions(split: DatasetSplit, out: Path, classes: Sequence[str], io
         references = {s.id: np.asarray(s.reference_box) for s in by_task["ground"]}
         boxes = {s.id: np.asarray(answers[s.id]["box"]) if answers.get(s.id, {}).get("box") else None for s in by_task["ground"]}
         document["tasks"]["grounding"] = score_grounding(references, boxes).as_dict()
-    for task, name in (("classify", "classification"), ("ask", "vqa")):
+    for task, name in (("classify", "classification"), ("ask", "vqa"), ("zoom", "zoom")):
         if task in by_task:
             document["tasks"][name] = contained_accuracy([answers.get(s.id, {}).get("answer") or "" for s in by_task[task]],
                                                          [s.references[0] for s in by_task[task]])
+    if "zoom" in by_task:
+        outcomes = Counter(answers.get(s.id, {}).get("outcome") or "not run" for s in by_task["zoom"])
+        document["tasks"]["zoom"]["outcomes"] = dict(sorted(outcomes.items()))
     if "caption" in by_task:
         document["tasks"]["captioning"] = caption_scores([answers.get(s.id, {}).get("answer") or "" for s in by_task["caption"]],
                                                          [s.references for s in by_task["caption"]])

@@ -1,0 +1,336 @@
+"""Co-training data for the demo checkpoint: generated scenes cut into views, with conversations
+for all six tasks, in the dataset layout of docs/DATASET.md (train/ and val/ from disjoint seeds).
+
+Every view is read from a written GeoTIFF through `backend.raster` the way the task commands
+read it, so the pixels a conversation shows are the pixels inference will show:
+
+- detection tiles: 224 px windows at native resolution (64 visual tokens), MODEL_IO's polygon
+  answers and DOTA labels (`training.export` cuts and answers them), some asking for a subset of
+  the classes; grounding, VQA, captions and the scene class on the same tiles;
+- whole-scene views: the scene read into the demo pixel budget (448 x 448), as `rscovlm caption`
+  or `classify` shows a scene;
+- Zoom-in Chain conversations on countryside mosaics (and towns): the overview in the budget
+  under the tool-description system prompt, the `image_zoom_in` call around the object the
+  question is about, the crop re-read from the raster as `backend.zoom` reads it, the answer.
+  The validation split keeps its mosaics in `val/rasters/`, so `rscovlm eval run` can run the
+  real chain on them.
+
+    python -m training.demo_data --out data/demo [--scenes 300] [--zoom-scenes 60] [--val-scenes 40] [--val-zoom-scenes 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import shapely
+from PIL import Image
+
+from backend.atomic import staged_folder
+from backend.contract import TaskOptions, TaskRequest
+from backend.georef import View
+from backend.pipeline import TaskRun
+from backend.prompts import (
+    CAPTION_PROMPT,
+    ZOOM_FOLLOW_UP,
+    ZOOM_SYSTEM,
+    classification_prompt,
+    detection_prompt,
+    grounding_prompt,
+    vqa_prompt,
+    zoom_request,
+    zoom_tool_call,
+)
+from backend.resolution import MIN_PIXELS
+from backend.zoom import zoom_view
+from training.export import DATASET_FORMAT, DATASET_VERSION, detection_answer, dota_lines, objects_in_view
+from training.labels import LabelledObject
+from training.layouts import KINDS, SITE_KINDS, plan_layout
+from training.questions import Seen, caption, colour_question, groundings, vqa_pairs
+from training.synthetic import CLASSES, Scene, write_scene
+
+DEMO_MAX_PIXELS = 448 * 448  # the demo model's pixel budget: views of at most 256 visual tokens
+TILE = 224  # detection tile side at the world's GSD: 64 visual tokens
+MAX_TILE_OBJECTS = 14  # denser tiles make answers longer than the demo's training budget allows
+SCENE_KINDS = KINDS + ("town",)
+ZOOM_CLASSES = tuple(SITE_KINDS)  # classes a zoom question may be about (one object each)
+VAL_SEED_OFFSET = 1_000_000  # validation scenes: seeds training never uses
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class DemoDataPlan:
+    scenes: int = 300  # scenes of one kind (and towns) cut into tiles, per training split
+    tiles_per_scene: int = 20
+    zoom_scenes: int = 60  # countryside mosaics for the Zoom-in Chain
+    val_scenes: int = 40
+    val_zoom_scenes: int = 12
+    seed: int = 0
+    scene_sizes: tuple[int, ...] = (768, 1024, 1280)  # sides of single-kind scenes, px
+    town_size: int = 1536
+    mosaic_sizes: tuple[int, int] = (3072, 12288)  # training mosaics: sides log-uniform in this range
+    val_mosaic_sizes: tuple[int, int] = (10240, 12288)  # validation mosaics: the large scenes of the zoom bar
+    ground_share: float = 0.5  # chance a tile also gets a grounding sample
+    vqa_share: float = 0.3
+    caption_share: float = 0.1
+    classify_share: float = 0.12
+    subset_share: float = 0.2  # detection samples asking for a random subset of the classes
+    empty_keep: float = 0.3  # share of empty tiles kept
+
+
+def _objects(scene: Scene) -> tuple[list[LabelledObject], shapely.STRtree, dict[int, str]]:
+    """The scene's objects as labelled polygons (raster pixels) and their colours by identity."""
+    labelled = [LabelledObject(shapely.Polygon(o.box()), o.label, "", "") for o in scene.objects]
+    colours = {id(item): o.colour_name for item, o in zip(labelled, scene.objects)}
+    return labelled, shapely.STRtree([o.geometry for o in labelled]), colours
+
+
+class SplitWriter:
+    """Images, DOTA labels and conversations of one split, with counts."""
+
+    def __init__(self, root: Path, split: str):
+        self.split, self.folder = split, root / split
+        (self.folder / "images").mkdir(parents=True)
+        (self.folder / "labelTxt").mkdir()
+        self.handle = open(self.folder / "conversations.jsonl", "w", encoding="utf-8")
+        self.samples: Counter = Counter()
+        self.objects: Counter = Counter()
+        self.images = 0
+
+    def image(self, name: str, pixels: np.ndarray) -> str:
+        Image.fromarray(pixels).save(self.folder / "images" / f"{name}.png", compress_level=3)
+        self.images += 1
+        return f"images/{name}.png"
+
+    def labels(self, name: str, text: str) -> None:
+        (self.folder / "labelTxt" / f"{name}.txt").write_text(text)
+
+    def sample(self, name: str, task: str, images: list[str], sizes: list[tuple[int, int]], messages: list[dict], **extra) -> None:
+        record = {
+            "id": f"{self.split}/{name}",
+            "task": task,
+            "images": images,
+            "image_size": [list(s) for s in sizes] if len(sizes) > 1 else list(sizes[0]),
+            "resized_size": [list(s) for s in sizes] if len(sizes) > 1 else list(sizes[0]),
+            "messages": messages,
+            **extra,
+        }
+        self.handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.samples[task] += 1
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def _seen(shown, colours: dict[int, str]) -> list[Seen]:
+    return [Seen(t.obj.label, colours[id(t.obj)], t.points, t.cut) for t in shown]
+
+
+def _view_samples(writer: SplitWriter, name: str, image: str, size: tuple[int, int], seen: list[Seen], kind: str | None,
+                  plan: DemoDataPlan, rng: np.random.Generator, always: bool = False) -> None:
+    """Grounding, VQA, caption and classification samples on one stored view; `always` gives
+    one of each (whole-scene views), otherwise each comes with its share."""
+    found = groundings(seen)
+    if found and (always or rng.random() < plan.ground_share):
+        expression, target = found[int(rng.integers(len(found)))]
+        system, user = grounding_prompt(expression)
+        answer = ",".join(str(v) for v in target.hbox()) + f" {expression}"
+        writer.sample(f"{name}/ground", "ground", [image], [size], [
+            {"role": "system", "content": system}, {"role": "user", "content": "<image>" + user},
+            {"role": "assistant", "content": answer}])
+    if always or rng.random() < plan.vqa_share:
+        pairs = vqa_pairs(seen, kind, CLASSES, rng)
+        question, answer = pairs[int(rng.integers(len(pairs)))]
+        writer.sample(f"{name}/vqa", "vqa", [image], [size], [
+            {"role": "user", "content": "<image>" + vqa_prompt(question)}, {"role": "assistant", "content": answer}])
+    if always or rng.random() < plan.caption_share:
+        writer.sample(f"{name}/caption", "caption", [image], [size], [
+            {"role": "user", "content": "<image>" + CAPTION_PROMPT}, {"role": "assistant", "content": caption(seen, kind, rng)}])
+    if kind is not None and (always or rng.random() < plan.classify_share):
+        writer.sample(f"{name}/classify", "classify", [image], [size], [
+            {"role": "user", "content": "<image>" + classification_prompt(KINDS)}, {"role": "assistant", "content": kind}])
+
+
+def _request(task: str, raster: Path, **fields) -> TaskRequest:
+    return TaskRequest(task=task, raster=str(raster), options=TaskOptions(max_pixels=DEMO_MAX_PIXELS, zoom="on"), **fields)
+
+
+def tile_scene(writer: SplitWriter, prefix: str, scene: Scene, raster: Path, plan: DemoDataPlan, rng: np.random.Generator) -> None:
+    """Detection tiles at random places (with the other tasks on some), then the whole scene
+    in the pixel budget."""
+    labelled, tree, colours = _objects(scene)
+    with TaskRun(_request("caption", raster), "data") as run:
+        whole = run.views[0]
+        kept = 0
+        for t in range(plan.tiles_per_scene * 3):
+            if kept == plan.tiles_per_scene:
+                break
+            x, y = (int(rng.integers(0, max(1, n - TILE + 1))) for n in (scene.width, scene.height))
+            view = View(x, y, TILE, TILE, TILE, TILE, t)
+            shown, _ = objects_in_view(view, labelled, tree, 0.5)
+            if len(shown) > MAX_TILE_OBJECTS or (not shown and rng.random() >= plan.empty_keep):
+                continue
+            name = f"{prefix}t{t:02d}"
+            kept += 1
+            image = writer.image(name, run.source.read_view(view, run.stretch).image)
+            if rng.random() < plan.subset_share:
+                asked = sorted(rng.choice(CLASSES, size=int(rng.integers(1, len(CLASSES))), replace=False).tolist())
+            else:
+                asked = list(CLASSES)
+            mine = [item for item in shown if item.obj.label in asked]
+            writer.labels(name, dota_lines(shown))
+            writer.objects.update(item.obj.label for item in shown)
+            system, user = detection_prompt(asked)
+            writer.sample(f"{name}/detect", "detect", [image], [(TILE, TILE)], [
+                {"role": "system", "content": system}, {"role": "user", "content": "<image>" + user},
+                {"role": "assistant", "content": detection_answer(mine)}])
+            zone = scene.zone_of(x, y, x + TILE, y + TILE)
+            _view_samples(writer, name, image, (TILE, TILE), _seen(shown, colours), zone.kind if zone else None, plan, rng)
+        shown, _ = objects_in_view(whole, labelled, tree, 0.5)
+        name = f"{prefix}whole"
+        image = writer.image(name, run.source.read_view(whole, run.stretch).image)
+        kind = scene.zones[0].kind if len(scene.zones) == 1 else None
+        _view_samples(writer, name, image, (whole.out_width, whole.out_height), _seen(shown, colours), kind, plan, rng, always=True)
+
+
+def zoom_scene(writer: SplitWriter, prefix: str, scene: Scene, raster: Path, rng: np.random.Generator,
+               variants: int, keep_raster: str | None = None) -> int:
+    """Zoom-in Chain conversations about every object that is the only one of its class in the
+    scene; returns how many were written."""
+    counts = Counter(o.label for o in scene.objects)
+    targets = [o for o in scene.objects if counts[o.label] == 1 and o.label in ZOOM_CLASSES]
+    if not targets:
+        return 0
+    written = 0
+    with TaskRun(_request("ask", raster, question=colour_question(targets[0].label)), "data") as run:
+        overview = run.views[0]
+        overview_image = writer.image(f"{prefix}overview", run.source.read_view(overview, run.stretch).image)
+        size = (overview.out_width, overview.out_height)
+        for k, obj in enumerate(targets):
+            question = colour_question(obj.label)
+            for variant in range(variants):
+                # A window near the largest the budget shows at native resolution: the box the
+                # model must draw on the overview is then as large as it can be.
+                side = rng.uniform(0.8, 1.0) * math.sqrt(DEMO_MAX_PIXELS)
+                cx = obj.cx + rng.uniform(-0.15, 0.15) * side
+                cy = obj.cy + rng.uniform(-0.15, 0.15) * side
+                corners = overview.from_raster(np.array([[cx - side / 2, cy - side / 2], [cx + side / 2, cy + side / 2]]))
+                box = [int(np.clip(round(v), 0, limit)) for v, limit in zip(corners.reshape(-1), size * 2)]
+                crop = zoom_view(overview, tuple(box), run.window, run.work_scale, MIN_PIXELS, DEMO_MAX_PIXELS, 1)
+                name = f"{prefix}q{k}v{variant}"
+                crop_image = writer.image(name, run.source.read_view(crop, run.stretch).image)
+                extra = {"raster": keep_raster} if keep_raster else {}
+                writer.sample(name, "zoom", [overview_image, crop_image], [size, (crop.out_width, crop.out_height)], [
+                    {"role": "system", "content": ZOOM_SYSTEM},
+                    {"role": "user", "content": "<image>" + zoom_request(question)},
+                    {"role": "assistant", "content": zoom_tool_call(box)},
+                    {"role": "user", "content": "<image>" + ZOOM_FOLLOW_UP},
+                    {"role": "assistant", "content": obj.colour_name},
+                ], **extra)
+                written += 1
+    return written
+
+
+def _mosaic_size(rng: np.random.Generator, sizes: tuple[int, int]) -> int:
+    return int(round(math.exp(rng.uniform(math.log(sizes[0]), math.log(sizes[1]))) / 64) * 64)
+
+
+def build_split(root: Path, split: str, plan: DemoDataPlan, scratch: Path, progress: ProgressCallback | None = None) -> dict:
+    writer = SplitWriter(root, split)
+    val = split == "val"
+    base = plan.seed + (VAL_SEED_OFFSET if val else 0)
+    scenes = plan.val_scenes if val else plan.scenes
+    mosaics = plan.val_zoom_scenes if val else plan.zoom_scenes
+    total, done = scenes + mosaics, 0
+    rng = np.random.default_rng([base, 7])
+    zoom_samples = 0
+    try:
+        for i in range(scenes):
+            kind = SCENE_KINDS[i % len(SCENE_KINDS)]
+            size = plan.town_size if kind == "town" else int(rng.choice(plan.scene_sizes))
+            scene = plan_layout(kind, size, size, seed=base + i)
+            raster = write_scene(scene, scratch / "scene.tif")
+            tile_scene(writer, f"s{i}", scene, raster, plan, rng)
+            if kind == "town" and not val:
+                zoom_samples += zoom_scene(writer, f"s{i}z", scene, raster, rng, variants=2)
+            done += 1
+            if progress is not None:
+                progress(done, total)
+        for i in range(mosaics):
+            size = _mosaic_size(rng, plan.val_mosaic_sizes if val else plan.mosaic_sizes)
+            scene = plan_layout("countryside", size, size, seed=base + scenes + i)
+            if val:
+                (writer.folder / "rasters").mkdir(exist_ok=True)
+                raster = write_scene(scene, writer.folder / "rasters" / f"m{i}.tif")
+                zoom_samples += zoom_scene(writer, f"m{i}", scene, raster, rng, variants=1, keep_raster=f"rasters/m{i}.tif")
+            else:
+                raster = write_scene(scene, scratch / "mosaic.tif")
+                zoom_samples += zoom_scene(writer, f"m{i}", scene, raster, rng, variants=3)
+            done += 1
+            if progress is not None:
+                progress(done, total)
+    finally:
+        writer.close()
+    return {"images": writer.images, "samples": dict(sorted(writer.samples.items())), "objects": dict(sorted(writer.objects.items())),
+            "seeds": [base, base + scenes + mosaics]}
+
+
+def build_demo_data(out: str | Path, plan: DemoDataPlan = DemoDataPlan(), progress: ProgressCallback | None = None) -> dict:
+    """Write the dataset folder (atomically) and return its manifest."""
+    out = Path(out)
+    with staged_folder(out) as staging, tempfile.TemporaryDirectory(prefix="demo-data-") as scratch:
+        counts = {}
+        for split in ("train", "val"):
+            counts[split] = build_split(staging, split, plan, Path(scratch), progress)
+        manifest = {
+            "format": DATASET_FORMAT,
+            "version": DATASET_VERSION,
+            "source": "training.demo_data (synthetic world, training.layouts)",
+            "classes": sorted(CLASSES),
+            "scene_classes": list(KINDS),
+            "pixel_budget": {"min_pixels": MIN_PIXELS, "max_pixels": DEMO_MAX_PIXELS},
+            "tile_size": TILE,
+            "plan": asdict(plan),
+            "counts": counts,
+        }
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.demo_data", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    defaults = DemoDataPlan()
+    parser.add_argument("--out", type=Path, required=True, help="dataset folder to write (replaced when it exists)")
+    for field in ("scenes", "tiles_per_scene", "zoom_scenes", "val_scenes", "val_zoom_scenes", "seed"):
+        parser.add_argument("--" + field.replace("_", "-"), type=int, default=getattr(defaults, field))
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    plan = DemoDataPlan(**{f: getattr(args, f) for f in ("scenes", "tiles_per_scene", "zoom_scenes", "val_scenes", "val_zoom_scenes", "seed")})
+    from tqdm import tqdm
+
+    with tqdm(unit="scene", desc="scenes", file=sys.stderr, disable=True if args.no_progress else None) as bar:
+
+        def show(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        manifest = build_demo_data(args.out, plan, show)
+    for split in ("train", "val"):
+        c = manifest["counts"][split]
+        print(f"{split}: {c['images']} images; samples: " + ", ".join(f"{k} {v}" for k, v in c["samples"].items()))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
