@@ -24,14 +24,12 @@ from qgis.core import (
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
-    QgsRasterBlockFeedback,
     QgsWkbTypes,
 )
-from qgis.PyQt.QtCore import Qt
 
 from .client import BackendError, resolve_connection
 from .jobs import run_job
-from .layers import STYLES, apply_style, crs_from_text, fields_for, qgs_features, split_roles
+from .layers import STYLES, TITLES, apply_style, crs_from_text, fields_for, qgs_features, split_roles
 from .raster_input import InputProblem, RasterInput, prepare_raster
 from .resources import icon
 from .settings import ZOOM_CHOICES, PluginSettings
@@ -110,7 +108,7 @@ class TaskAlgorithm(QgsProcessingAlgorithm):
         for parameter in advanced:
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(parameter)
-        self.addParameter(QgsProcessingParameterFeatureSink(self.OUTPUT, TITLES_OUT[self.TASK], QgsProcessing.TypeVectorPolygon))
+        self.addParameter(QgsProcessingParameterFeatureSink(self.OUTPUT, TITLES[self.TASK], QgsProcessing.TypeVectorPolygon))
         if kind.text_answer:
             self.addOutput(QgsProcessingOutputString(self.ANSWER, "Answer"))
 
@@ -140,12 +138,6 @@ class TaskAlgorithm(QgsProcessingAlgorithm):
             connection = resolve_connection(settings)
         except (RequestProblem, BackendError) as exc:
             raise QgsProcessingException(str(exc)) from None
-        blocks = QgsRasterBlockFeedback()
-        # Direct: the worker is not running an event loop while it waits between polls.
-        feedback.canceled.connect(blocks.cancel, Qt.ConnectionType.DirectConnection)
-        if feedback.isCanceled():
-            blocks.cancel()
-
         def progress(done: int, total: int) -> None:
             if total:
                 feedback.setProgress(100.0 * done / total)
@@ -153,7 +145,7 @@ class TaskAlgorithm(QgsProcessingAlgorithm):
 
         feedback.pushInfo(f"{self.TASK} on {raster.layer_name} via {connection.url} ({connection.source})")
         try:
-            status = run_job(connection, raster, body, context.transformContext(), blocks, float(settings.timeout_s), int(settings.poll_interval_ms), progress)
+            status = run_job(connection, raster, body, context.transformContext(), feedback, float(settings.timeout_s), int(settings.poll_interval_ms), progress)
         except (BackendError, InputProblem) as exc:
             raise QgsProcessingException(str(exc)) from None
         result = status.get("result") or {}
@@ -180,7 +172,6 @@ class TaskAlgorithm(QgsProcessingAlgorithm):
         return outputs
 
 
-TITLES_OUT = {"detect": "Detections", "ground": "Grounding", "caption": "Caption", "classify": "Scene class", "ask": "Answer"}
 HELP = {
     "detect": "<p>Finds objects of the given classes as rotated boxes (one feature per object, class in <i>label</i>). "
     "Large extents are cut into tiles at the raster's resolution and merged.</p>",

@@ -1,9 +1,15 @@
 """Talking to the backend over HTTP: which backend (a connection), and one client for its routes.
 
-Every request goes through QgsNetworkAccessManager (so QGIS's proxy and SSL settings apply) by
-way of QgsBlockingNetworkRequest. It blocks its caller, so it runs inside QgsTask workers and
-Processing algorithms, never on the UI thread. Failures become one BackendError whose message
-says what happened and what to do.
+Every request goes through QgsNetworkAccessManager (so QGIS's proxy and SSL settings apply) and
+blocks its caller, so the client runs inside QgsTask workers and Processing algorithms, never on
+the UI thread. Failures become one BackendError whose message says what happened and what to do.
+
+No QObject made by Python takes part in a request: QGIS's static blockingGet/blockingPost make
+their own, and a feedback is only asked between requests. A Python-made QObject connected to the
+request machinery gets notified from the worker while the GIL is released, and that waits for
+the GIL while holding a Qt lock the main thread may want while it holds the GIL (seen as a
+deadlock when a widget was garbage-collected during a job). So cancelling takes effect when
+the request in flight ends; each has a timeout.
 """
 
 from __future__ import annotations
@@ -14,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qgis.core import QgsBlockingNetworkRequest, QgsFeedback
-from qgis.PyQt.QtCore import QByteArray, QUrl
+from qgis.core import QgsFeedback, QgsNetworkAccessManager
+from qgis.PyQt.QtCore import QByteArray, QEventLoop, QUrl
 from qgis.PyQt.QtNetwork import QNetworkReply, QNetworkRequest
 
 from .settings import PluginSettings
@@ -72,6 +78,24 @@ def resolve_connection(settings: PluginSettings, child: Connection | None = None
     return found
 
 
+def _content(reply) -> tuple[Any, int, str, bytes]:
+    """HTTP status (None when no answer came), network error, its text, and the body."""
+    return reply.attribute(QNetworkRequest.Attribute.HttpStatusCodeAttribute), reply.error(), reply.errorString(), bytes(reply.content())
+
+
+def _blocking_delete(request: QNetworkRequest) -> tuple[Any, int, str, bytes]:
+    """QGIS has no static blocking DELETE: wait for the reply in a local loop. The reply is made by
+    QGIS's manager for this thread and only sends to the loop, so no Python-made sender is involved."""
+    reply = QgsNetworkAccessManager.instance().deleteResource(request)
+    loop = QEventLoop()
+    reply.finished.connect(loop.quit)
+    if not reply.isFinished():
+        loop.exec()
+    answer = (reply.attribute(QNetworkRequest.Attribute.HttpStatusCodeAttribute), reply.error(), reply.errorString(), bytes(reply.readAll()))
+    reply.deleteLater()
+    return answer
+
+
 class BackendClient:
     def __init__(self, connection: Connection, timeout_s: float = 30.0, feedback: QgsFeedback | None = None):
         self.connection = connection
@@ -105,22 +129,18 @@ class BackendClient:
         return request
 
     def _send(self, method: str, path: str, data: bytes | None = None, content_type: str | None = None, timeout_s: float | None = None) -> Any:
-        timeout_s = timeout_s or self.timeout_s
-        request = self._request(path, content_type, timeout_s)
-        blocking = QgsBlockingNetworkRequest()
-        if method == "GET":
-            code = blocking.get(request, True, self.feedback)
-        elif method == "POST":
-            code = blocking.post(request, QByteArray(data or b""), True, self.feedback)
-        else:
-            code = blocking.deleteResource(request, self.feedback)
-        reply = blocking.reply()
-        status = reply.attribute(QNetworkRequest.Attribute.HttpStatusCodeAttribute)
-        body = bytes(reply.content())
         if self.feedback is not None and self.feedback.isCanceled():
             raise BackendError("cancelled", "Cancelled.")
-        if status is None or code == QgsBlockingNetworkRequest.ErrorCode.TimeoutError:
-            raise self._transport_error(reply.error(), blocking.errorMessage(), timeout_s)
+        timeout_s = timeout_s or self.timeout_s
+        request = self._request(path, content_type, timeout_s)
+        if method == "GET":
+            status, error, message, body = _content(QgsNetworkAccessManager.blockingGet(request, "", True))
+        elif method == "POST":
+            status, error, message, body = _content(QgsNetworkAccessManager.blockingPost(request, QByteArray(data or b""), "", True))
+        else:
+            status, error, message, body = _blocking_delete(request)
+        if status is None:
+            raise self._transport_error(error, message, timeout_s)
         status = int(status)
         if status >= 400:
             raise self._http_error(status, body)

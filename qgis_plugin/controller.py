@@ -91,7 +91,7 @@ class Controller(QObject):
         self.notifier = Notifier(iface, open_settings)
         self.backend = LocalBackend(self)
         self.backend.ready.connect(self._backend_ready)
-        self.backend.failed.connect(lambda message: self._backend_failed(message))
+        self.backend.failed.connect(self._backend_failed)
         self.task: JobTask | None = None
         self.status_task: StatusTask | None = None
         self.backend_status: dict | None = None
@@ -99,6 +99,7 @@ class Controller(QObject):
         self.result_layers: list[QgsVectorLayer] = []
         self._partial: QgsVectorLayer | None = None
         self._question = ""
+        self._raster_name = ""
 
     # --- the backend ---
 
@@ -230,6 +231,7 @@ class Controller(QObject):
         else:
             self._done(task, partial)
         self.layers_changed.emit()
+        self.refresh_status()  # memory and job counts moved
 
     def _failed(self, task: JobTask, partial: QgsVectorLayer | None) -> None:
         error = task.error

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from qgis.core import Qgis, QgsCoordinateTransformContext, QgsFeedback, QgsMessageLog, QgsRasterBlockFeedback, QgsTask
+from qgis.core import Qgis, QgsCoordinateTransformContext, QgsFeedback, QgsMessageLog, QgsTask
 from qgis.PyQt.QtCore import QThread, pyqtSignal
 
 from .client import BackendClient, BackendError, Connection
@@ -39,7 +39,7 @@ def run_job(
     raster: RasterInput,
     body: dict,
     context: QgsCoordinateTransformContext,
-    feedback: QgsRasterBlockFeedback,
+    feedback: QgsFeedback,
     timeout_s: float = 30.0,
     poll_ms: int = 500,
     on_progress: Callable[[int, int], None] | None = None,
@@ -57,7 +57,9 @@ def run_job(
         path = raster.file
         if path is None:
             log(f"writing '{raster.layer_name}' ({raster.export.columns} x {raster.export.rows} px) to a temporary GeoTIFF")
-            path = write_geotiff(raster, str(scratch / "extent.tif"), context, feedback)
+            path = write_geotiff(raster, str(scratch / "extent.tif"), context)
+            if feedback.isCanceled():
+                raise BackendError("cancelled", "Cancelled.")
         if not connection.is_local:
             log(f"uploading {path} to {connection.url}")
             upload = client.post_file("/rasters", path)
@@ -99,7 +101,7 @@ def run_job(
 
 
 def _cancel_on_backend(connection: Connection, job_id: str, timeout_s: float) -> None:
-    """DELETE the job (the feedback that cancelled us would abort this request too)."""
+    """DELETE the job (with a client that does not stop at the cancelled feedback)."""
     if _quietly(lambda: BackendClient(connection, timeout_s).delete(f"/jobs/{job_id}")):
         log(f"job {job_id} cancelled on the backend")
 
@@ -140,14 +142,14 @@ class JobTask(QgsTask):
         self.on_finished = on_finished
         self.timeout_s = timeout_s
         self.poll_ms = poll_ms
-        self.feedback = QgsRasterBlockFeedback()
+        self.feedback = QgsFeedback()
         self.status: dict | None = None
         self.error: Exception | None = None
 
     def cancel(self) -> None:
-        """Cancel through the feedback only: it aborts the request in flight, and run() then ends
-        as cancelled after telling the backend. QgsTask.cancel() would also end a task that is
-        still queued from this (main) thread, racing with a worker that starts it that moment."""
+        """Cancel through the feedback only: run() sees it after the request in flight and ends as
+        cancelled after telling the backend. QgsTask.cancel() would also end a task that is still
+        queued from this (main) thread, racing with a worker that starts it that moment."""
         self.feedback.cancel()
 
     def _progress(self, done: int, total: int) -> None:

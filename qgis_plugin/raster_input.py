@@ -18,7 +18,6 @@ from qgis.core import (
     QgsCoordinateTransformContext,
     QgsCsException,
     QgsProviderRegistry,
-    QgsRasterBlockFeedback,
     QgsRasterDataProvider,
     QgsRasterFileWriter,
     QgsRasterLayer,
@@ -164,15 +163,15 @@ def prepare_raster(
     return RasterInput(layer.name(), layer.crs(), inside, None, ExportPlan(pipe, columns, rows))
 
 
-def write_geotiff(raster: RasterInput, path: str, context: QgsCoordinateTransformContext, feedback: QgsRasterBlockFeedback | None = None) -> str:
-    """Renders the planned export into a GeoTIFF at `path` (RGBA as the layer is drawn)."""
+def write_geotiff(raster: RasterInput, path: str, context: QgsCoordinateTransformContext) -> str:
+    """Renders the planned export into a GeoTIFF at `path` (RGBA as the layer is drawn). No
+    feedback is passed: tile providers connect to a feedback from inside the blocking read, which
+    for a Python-made feedback can deadlock with the main thread (see client.py)."""
     plan = raster.export
     writer = QgsRasterFileWriter(path)
     writer.setOutputFormat("GTiff")
     writer.setCreateOptions(["COMPRESS=DEFLATE", "TILED=YES"])
-    error = writer.writeRaster(plan.pipe, plan.columns, plan.rows, raster.extent, raster.crs, context, feedback)
-    if feedback is not None and feedback.isCanceled():
-        raise InputProblem("cancelled", "Cancelled while writing the raster.")
+    error = writer.writeRaster(plan.pipe, plan.columns, plan.rows, raster.extent, raster.crs, context)
     if error != QgsRasterFileWriter.WriterError.NoError:
         raise InputProblem("export", f"QGIS could not write '{raster.layer_name}' to a temporary GeoTIFF (error {int(error)}). Check the layer draws on the map, and free disk space.")
     return path

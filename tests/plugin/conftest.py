@@ -152,3 +152,11 @@ def scripted_backend(tmp_path_factory) -> Connection:
     data = json.loads(server_file.read_text())
     yield Connection(data["url"], data["token"], f"server file {server_file}")
     stop_serve(process)
+
+
+@pytest.fixture(scope="session")
+def realdata() -> Path:
+    folder = Path(os.environ.get("RSCOVLM_REALDATA", REPO.parent / "shared" / "realdata"))
+    if not folder.is_dir():
+        pytest.skip(f"real data folder {folder} is absent (set RSCOVLM_REALDATA or check out ../shared)")
+    return folder

@@ -76,6 +76,7 @@ def test_question_through_the_dock_widgets(controller, use_backend, scene_layer,
     assert "How many ships" in dock.answer_view.toPlainText()
     assert dock.result_combo.count() == 1
     dock.cleanup()
+    dock.deleteLater()
 
 
 def test_canvas_extent_is_sent_in_the_canvas_crs(controller, use_backend, scene_layer, qgis_iface):
@@ -100,6 +101,7 @@ def test_canvas_extent_is_sent_in_the_canvas_crs(controller, use_backend, scene_
                          (expected.xMinimum(), expected.yMinimum(), expected.xMaximum(), expected.yMaximum())):
         assert abs(got - want) <= 1.0  # within the raster's pixel grid (0.5 m)
     dock.cleanup()
+    dock.deleteLater()
     canvas.setDestinationCrs(scene_layer.crs())
 
 
