@@ -44,11 +44,16 @@ class Connection:
     url: str
     token: str
     source: str  # where it came from, for messages and diagnostics
+    always_upload: bool = False  # e.g. a backend in a container that cannot see this machine's files
 
     @property
     def is_local(self) -> bool:
-        """A backend on this machine reads raster files by path; any other gets them uploaded."""
         return (urllib.parse.urlsplit(self.url).hostname or "") in LOOPBACK
+
+    @property
+    def uploads(self) -> bool:
+        """A backend on this machine reads raster files by path; any other gets them uploaded."""
+        return self.always_upload or not self.is_local
 
 
 def read_server_file(path: str) -> Connection | None:
@@ -65,7 +70,7 @@ def resolve_connection(settings: PluginSettings, child: Connection | None = None
     if settings.mode == "remote":
         if not settings.url.strip():
             raise BackendError("not running", "No backend URL is set. Enter it in RSCoVLM settings.")
-        return Connection(settings.url.strip().rstrip("/"), settings.token.strip(), "settings")
+        return Connection(settings.url.strip().rstrip("/"), settings.token.strip(), "settings", settings.upload_rasters)
     if child is not None:
         return child
     found = read_server_file(settings.server_file_path())
@@ -75,7 +80,7 @@ def resolve_connection(settings: PluginSettings, child: Connection | None = None
             "The RSCoVLM backend is not running. Start it from the RSCoVLM dock (Start backend), "
             "run `rscovlm serve` in a terminal, or connect to a URL in RSCoVLM settings.",
         )
-    return found
+    return Connection(found.url, found.token, found.source, settings.upload_rasters)
 
 
 def _content(reply) -> tuple[Any, int, str, bytes]:

@@ -60,7 +60,7 @@ def run_job(
             path = write_geotiff(raster, str(scratch / "extent.tif"), context)
             if feedback.isCanceled():
                 raise BackendError("cancelled", "Cancelled.")
-        if not connection.is_local:
+        if connection.uploads:
             log(f"uploading {path} to {connection.url}")
             upload = client.post_file("/rasters", path)
             upload_id, path = upload["id"], upload["raster"]

@@ -37,6 +37,7 @@ class PluginSettings:
     server_file: str = ""  # empty: the default server file
     url: str = "http://127.0.0.1:8000"
     token: str = ""
+    upload_rasters: bool = False  # also to a backend on this machine (a container that cannot read our paths)
     timeout_s: int = 30  # one HTTP request, not a whole job
     poll_interval_ms: int = 500
     tile_size: int = 512
@@ -51,7 +52,10 @@ class PluginSettings:
             default = getattr(cls, field.name)
             value = stored.value(PREFIX + field.name, default)
             try:
-                values[field.name] = type(default)(value)
+                if isinstance(default, bool):  # INI files give back 'true' / 'false'
+                    values[field.name] = str(value).lower() in ("true", "1")
+                else:
+                    values[field.name] = type(default)(value)
             except (TypeError, ValueError):
                 values[field.name] = default
         return cls(**values)

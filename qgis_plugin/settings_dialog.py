@@ -6,6 +6,7 @@ from __future__ import annotations
 from qgis.gui import QgsFileWidget, QgsPasswordLineEdit
 from qgis.PyQt.QtWidgets import (
     QButtonGroup,
+    QCheckBox,
     QComboBox,
     QDialog,
     QDialogButtonBox,
@@ -71,6 +72,9 @@ class SettingsDialog(QDialog):
         remote_form.addRow("URL", self.url)
         remote_form.addRow("Token", self.token)
         layout.addWidget(remote_box)
+        self.upload = QCheckBox("Upload rasters even to a backend on this machine (one in a container cannot read local paths)")
+        self.upload.setChecked(settings.upload_rasters)
+        layout.addWidget(self.upload)
 
         common = QFormLayout()
         self.timeout = QSpinBox()
@@ -101,5 +105,6 @@ class SettingsDialog(QDialog):
         s.batch_size = self.batch_size.value()
         s.url = self.url.text().strip()
         s.token = self.token.text().strip()
+        s.upload_rasters = self.upload.isChecked()
         s.timeout_s = self.timeout.value()
         return s

@@ -118,3 +118,19 @@ def test_cancel_stops_the_job(controller, use_backend, scene_layer, backend):
     assert latest["state"] == "cancelled"
     assert latest["progress"]["done"] < latest["progress"]["total"]
     assert any("Cancelled" in text for text, _ in bar_messages(controller.iface))
+
+
+def test_upload_when_the_backend_cannot_read_local_files(controller, use_backend, scene_layer, backend):
+    """A backend in a container, say: the raster travels as an upload, removed afterwards."""
+    from pathlib import Path
+
+    use_backend.upload_rasters = True
+    use_backend.save()
+    assert controller.run(RunInput(scene_layer, "caption"))
+    task = controller.task
+    finish(controller)
+    used = task.status["result"]["raster"]["path"]
+    assert used != str(scene_layer.source()) and "rscovlm-uploads-" in used
+    assert not Path(used).exists()  # the upload was deleted once the job was done
+    [layer] = result_layers(QgsProject.instance())
+    assert layer.crs().authid() == "EPSG:32633" and layer.extent() == scene_layer.extent()

@@ -39,8 +39,10 @@ def test_settings_dialog_round_trip(settings, qgis_parent):
     dialog.model.setText("Qingyun/RSCoVLM-7B-2512")
     dialog.quantize.setCurrentText("4bit")
     dialog.device.setCurrentText("cuda")
+    dialog.upload.setChecked(True)
     dialog.values().save()
     loaded = PluginSettings.load()
+    assert loaded.upload_rasters is True
     assert (loaded.mode, loaded.url, loaded.token, loaded.model, loaded.quantize, loaded.device) == (
         "remote", "http://gpu-box:8000", "secret", "Qingyun/RSCoVLM-7B-2512", "4bit", "cuda"
     )  # fmt: skip
