@@ -177,7 +177,7 @@ def _jitter(rng: np.random.Generator, degrees: float) -> float:
 # --- the five kinds -------------------------------------------------------------------------
 
 
-def airport(layout: Layout, frame: Frame) -> None:
+def airport(layout: Layout, frame: Frame, max_planes: int | None = None) -> None:
     """Runway, taxiway, apron with rows of planes and service vehicles, terminal buildings."""
     rng, m = layout.rng, layout.m
     U, V = frame.U, frame.V
@@ -200,14 +200,16 @@ def airport(layout: Layout, frame: Frame) -> None:
     apron = _region(frame, apron_u0, apron_v0, apron_u1, apron_v1)
     span = m(42)
     rows = max(1, int((apron_v1 - apron_v0 - m(10)) // (span * 1.35)))
+    planes = 0
     for row in range(rows):
         v = apron_v0 + m(6) + span * (0.5 + 1.35 * row)
         for u in np.arange(apron_u0 + span * 0.6, apron_u1 - span * 0.5, span * 1.2):
-            if rng.random() < 0.15:
+            if rng.random() < 0.15 or planes == max_planes:
                 continue
             length, width = layout.size("plane")
             heading = (90.0 if row % 2 == 0 else -90.0) + _jitter(rng, 4)
             if layout.place(frame, "plane", u + rng.uniform(-m(2), m(2)), v, length, width, heading, within=apron):
+                planes += 1
                 for _ in range(int(rng.integers(0, 3))):
                     label = "small vehicle" if rng.random() < 0.6 else "large vehicle"
                     vl, vw = layout.size(label)
@@ -410,21 +412,23 @@ KIND_LAYOUTS = {
 # --- scenes ---------------------------------------------------------------------------------
 
 
-def _fill(layout: Layout, kind: str, x0: float, y0: float, x1: float, y1: float) -> None:
+def _fill(layout: Layout, kind: str, x0: float, y0: float, x1: float, y1: float, **options) -> None:
     layout.zones.append(Zone(kind, float(x0), float(y0), float(x1), float(y1)))
-    KIND_LAYOUTS[kind](layout, random_frame(layout.rng, x0, y0, x1, y1))
+    KIND_LAYOUTS[kind](layout, random_frame(layout.rng, x0, y0, x1, y1), **options)
 
 
 def _town(layout: Layout) -> None:
-    """Every kind once, in a grid of zones (two rows), in a shuffled order."""
+    """Every kind once, in a grid of zones (two rows), in a shuffled order. The town's airfield
+    has one plane parked: a question about "the plane" has one answer."""
     rng = layout.rng
-    kinds = list(rng.permutation(KINDS))
+    kinds = [str(k) for k in rng.permutation(KINDS)]
     columns = [(0, 3), (3, 5)]  # kinds per row: three above, two below
     split = layout.height * rng.uniform(0.45, 0.55)
     for (start, stop), (y0, y1) in zip(columns, ((0.0, split), (split, float(layout.height)))):
         count = stop - start
         for k, kind in enumerate(kinds[start:stop]):
-            _fill(layout, kind, layout.width * k / count, y0, layout.width * (k + 1) / count, y1)
+            _fill(layout, kind, layout.width * k / count, y0, layout.width * (k + 1) / count, y1,
+                  **({"max_planes": 1} if kind == "airport" else {}))
 
 
 def _fields(layout: Layout) -> None:

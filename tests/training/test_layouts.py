@@ -69,6 +69,7 @@ def test_colours_are_named_from_the_palette_per_class():
 def test_every_kind_is_a_zone_of_a_town():
     scene = plan_layout("town", 1536, 1536, seed=8)
     assert sorted(z.kind for z in scene.zones) == sorted(KINDS)
+    assert Counter(o.label for o in scene.objects)["plane"] == 1  # "the plane" of a town is one plane
     total = sum((z.x1 - z.x0) * (z.y1 - z.y0) for z in scene.zones)
     assert math.isclose(total, 1536 * 1536)
     zone = scene.zones[0]
