@@ -23,6 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
+import os
 import sys
 import tempfile
 from collections import Counter
@@ -95,13 +97,12 @@ def _objects(scene: Scene) -> tuple[list[LabelledObject], shapely.STRtree, dict[
 
 
 class SplitWriter:
-    """Images, DOTA labels and conversations of one split, with counts."""
+    """Images and DOTA labels of one split, written as they come; the conversations and counts
+    of one scene, kept for the split's conversations.jsonl."""
 
-    def __init__(self, root: Path, split: str):
-        self.split, self.folder = split, root / split
-        (self.folder / "images").mkdir(parents=True)
-        (self.folder / "labelTxt").mkdir()
-        self.handle = open(self.folder / "conversations.jsonl", "w", encoding="utf-8")
+    def __init__(self, folder: Path, split: str):
+        self.split, self.folder = split, folder
+        self.records: list[dict] = []
         self.samples: Counter = Counter()
         self.objects: Counter = Counter()
         self.images = 0
@@ -124,11 +125,8 @@ class SplitWriter:
             "messages": messages,
             **extra,
         }
-        self.handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.records.append(record)
         self.samples[task] += 1
-
-    def close(self) -> None:
-        self.handle.close()
 
 
 def _seen(shown, colours: dict[int, str]) -> list[Seen]:
@@ -203,14 +201,13 @@ def tile_scene(writer: SplitWriter, prefix: str, scene: Scene, raster: Path, pla
 
 
 def zoom_scene(writer: SplitWriter, prefix: str, scene: Scene, raster: Path, rng: np.random.Generator,
-               variants: int, keep_raster: str | None = None) -> int:
+               variants: int, keep_raster: str | None = None) -> None:
     """Zoom-in Chain conversations about every object that is the only one of its class in the
-    scene; returns how many were written."""
+    scene (`variants` windows around each)."""
     counts = Counter(o.label for o in scene.objects)
     targets = [o for o in scene.objects if counts[o.label] == 1 and o.label in ZOOM_CLASSES]
     if not targets:
-        return 0
-    written = 0
+        return
     with TaskRun(_request("ask", raster, question=colour_question(targets[0].label)), "data") as run:
         overview = run.views[0]
         overview_image = writer.image(f"{prefix}overview", run.source.read_view(overview, run.stretch).image)
@@ -236,61 +233,98 @@ def zoom_scene(writer: SplitWriter, prefix: str, scene: Scene, raster: Path, rng
                     {"role": "user", "content": "<image>" + ZOOM_FOLLOW_UP},
                     {"role": "assistant", "content": obj.colour_name},
                 ], **extra)
-                written += 1
-    return written
 
 
 def _mosaic_size(rng: np.random.Generator, sizes: tuple[int, int]) -> int:
     return int(round(math.exp(rng.uniform(math.log(sizes[0]), math.log(sizes[1]))) / 64) * 64)
 
 
-def build_split(root: Path, split: str, plan: DemoDataPlan, scratch: Path, progress: ProgressCallback | None = None) -> dict:
-    writer = SplitWriter(root, split)
+@dataclass(frozen=True)
+class SceneJob:
+    """One scene of a split: its seed says everything about it, so jobs run in any order."""
+
+    folder: str  # the split folder
+    split: str
+    index: int  # scene number within the split
+    seed: int
+    mosaic: bool
+    plan: DemoDataPlan
+
+
+def run_job(job: SceneJob) -> SplitWriter:
+    """Generate one scene, cut its views into the split folder; the writer holds its
+    conversations. Runs in a worker process."""
+    plan, folder, val = job.plan, Path(job.folder), job.split == "val"
+    rng = np.random.default_rng([job.seed, 7])
+    writer = SplitWriter(folder, job.split)
+    with tempfile.TemporaryDirectory(prefix="demo-scene-") as scratch:
+        if not job.mosaic:
+            kind = SCENE_KINDS[job.index % len(SCENE_KINDS)]
+            size = plan.town_size if kind == "town" else int(rng.choice(plan.scene_sizes))
+            scene = plan_layout(kind, size, size, seed=job.seed)
+            raster = write_scene(scene, Path(scratch) / "scene.tif")
+            tile_scene(writer, f"s{job.index}", scene, raster, plan, rng)
+            if kind == "town" and not val:
+                zoom_scene(writer, f"s{job.index}z", scene, raster, rng, variants=2)
+            return writer
+        size = _mosaic_size(rng, plan.val_mosaic_sizes if val else plan.mosaic_sizes)
+        scene = plan_layout("countryside", size, size, seed=job.seed)
+        name = f"m{job.index}"
+        if val:  # kept: `rscovlm eval run` runs the chain on the mosaic itself
+            raster = write_scene(scene, folder / "rasters" / f"{name}.tif")
+            zoom_scene(writer, name, scene, raster, rng, variants=1, keep_raster=f"rasters/{name}.tif")
+        else:
+            raster = write_scene(scene, Path(scratch) / "mosaic.tif")
+            zoom_scene(writer, name, scene, raster, rng, variants=3)
+    return writer
+
+
+def split_jobs(root: Path, split: str, plan: DemoDataPlan) -> list[SceneJob]:
     val = split == "val"
     base = plan.seed + (VAL_SEED_OFFSET if val else 0)
     scenes = plan.val_scenes if val else plan.scenes
     mosaics = plan.val_zoom_scenes if val else plan.zoom_scenes
-    total, done = scenes + mosaics, 0
-    rng = np.random.default_rng([base, 7])
-    zoom_samples = 0
-    try:
-        for i in range(scenes):
-            kind = SCENE_KINDS[i % len(SCENE_KINDS)]
-            size = plan.town_size if kind == "town" else int(rng.choice(plan.scene_sizes))
-            scene = plan_layout(kind, size, size, seed=base + i)
-            raster = write_scene(scene, scratch / "scene.tif")
-            tile_scene(writer, f"s{i}", scene, raster, plan, rng)
-            if kind == "town" and not val:
-                zoom_samples += zoom_scene(writer, f"s{i}z", scene, raster, rng, variants=2)
-            done += 1
-            if progress is not None:
-                progress(done, total)
-        for i in range(mosaics):
-            size = _mosaic_size(rng, plan.val_mosaic_sizes if val else plan.mosaic_sizes)
-            scene = plan_layout("countryside", size, size, seed=base + scenes + i)
-            if val:
-                (writer.folder / "rasters").mkdir(exist_ok=True)
-                raster = write_scene(scene, writer.folder / "rasters" / f"m{i}.tif")
-                zoom_samples += zoom_scene(writer, f"m{i}", scene, raster, rng, variants=1, keep_raster=f"rasters/m{i}.tif")
-            else:
-                raster = write_scene(scene, scratch / "mosaic.tif")
-                zoom_samples += zoom_scene(writer, f"m{i}", scene, raster, rng, variants=3)
-            done += 1
-            if progress is not None:
-                progress(done, total)
-    finally:
-        writer.close()
-    return {"images": writer.images, "samples": dict(sorted(writer.samples.items())), "objects": dict(sorted(writer.objects.items())),
-            "seeds": [base, base + scenes + mosaics]}
+    folder = str(root / split)
+    return [SceneJob(folder, split, i, base + i, False, plan) for i in range(scenes)] + [
+        SceneJob(folder, split, i, base + scenes + i, True, plan) for i in range(mosaics)
+    ]
 
 
-def build_demo_data(out: str | Path, plan: DemoDataPlan = DemoDataPlan(), progress: ProgressCallback | None = None) -> dict:
-    """Write the dataset folder (atomically) and return its manifest."""
+def build_split(root: Path, split: str, plan: DemoDataPlan, workers: int = 1, progress: ProgressCallback | None = None) -> dict:
+    """Every scene of a split (in `workers` processes), then its conversations.jsonl in scene order."""
+    folder = root / split
+    for sub in ("images", "labelTxt", "rasters"):
+        (folder / sub).mkdir(parents=True)
+    jobs = split_jobs(root, split, plan)
+    totals = SplitWriter(folder, split)
+    with open(folder / "conversations.jsonl", "w", encoding="utf-8") as handle:
+        pool = multiprocessing.get_context("fork").Pool(workers) if workers > 1 else None
+        try:
+            results = pool.imap(run_job, jobs) if pool is not None else map(run_job, jobs)
+            for done, writer in enumerate(results, start=1):
+                handle.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in writer.records)
+                totals.samples.update(writer.samples)
+                totals.objects.update(writer.objects)
+                totals.images += writer.images
+                if progress is not None:
+                    progress(done, len(jobs))
+        finally:
+            if pool is not None:
+                pool.terminate()
+    if not any((folder / "rasters").iterdir()):
+        (folder / "rasters").rmdir()
+    return {"images": totals.images, "samples": dict(sorted(totals.samples.items())), "objects": dict(sorted(totals.objects.items())),
+            "seeds": [jobs[0].seed, jobs[-1].seed + 1] if jobs else []}
+
+
+def build_demo_data(out: str | Path, plan: DemoDataPlan = DemoDataPlan(), progress: ProgressCallback | None = None, workers: int = 1) -> dict:
+    """Write the dataset folder (atomically) and return its manifest. The content does not
+    depend on `workers`."""
     out = Path(out)
-    with staged_folder(out) as staging, tempfile.TemporaryDirectory(prefix="demo-data-") as scratch:
+    with staged_folder(out) as staging:
         counts = {}
         for split in ("train", "val"):
-            counts[split] = build_split(staging, split, plan, Path(scratch), progress)
+            counts[split] = build_split(staging, split, plan, workers, progress)
         manifest = {
             "format": DATASET_FORMAT,
             "version": DATASET_VERSION,
@@ -313,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="dataset folder to write (replaced when it exists)")
     for field in ("scenes", "tiles_per_scene", "zoom_scenes", "val_scenes", "val_zoom_scenes", "seed"):
         parser.add_argument("--" + field.replace("_", "-"), type=int, default=getattr(defaults, field))
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="scene-generating processes (default: one per core)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     plan = DemoDataPlan(**{f: getattr(args, f) for f in ("scenes", "tiles_per_scene", "zoom_scenes", "val_scenes", "val_zoom_scenes", "seed")})
@@ -324,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
             bar.total = total
             bar.update(done - bar.n)
 
-        manifest = build_demo_data(args.out, plan, show)
+        manifest = build_demo_data(args.out, plan, show, max(1, args.workers))
     for split in ("train", "val"):
         c = manifest["counts"][split]
         print(f"{split}: {c['images']} images; samples: " + ", ".join(f"{k} {v}" for k, v in c["samples"].items()))

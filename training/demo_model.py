@@ -150,7 +150,7 @@ def run(data: Path, run_folder: Path, out: Path, overrides: dict, plan: DemoData
     timings_path = run_folder / TIMINGS_FILE
     timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
     if not (data / "manifest.json").is_file():
-        _timed(timings, "data", timings_path, lambda: build_demo_data(data, plan, _bar("data", "scene")))
+        _timed(timings, "data", timings_path, lambda: build_demo_data(data, plan, _bar("data", "scene"), os.cpu_count() or 1))
     elif json.loads((data / "manifest.json").read_text()).get("plan") != json.loads(json.dumps(asdict(plan))):
         raise UserError(f"{data} was generated with another plan.", "Delete it (or give another --data) to generate it again.")
     scratch = run_folder / "scratch"

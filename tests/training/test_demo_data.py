@@ -132,3 +132,16 @@ def test_eval_run_scores_the_chain_on_the_kept_mosaics(demo_data, tmp_path):
     wrong = evaluate_model(ScriptedEngine(["purple"]), split, tmp_path / "wrong", task_options=options)
     assert wrong["tasks"]["zoom"]["accuracy"] == 0.0
     assert wrong["tasks"]["zoom"]["outcomes"] == {"answered without zooming": len(records)}
+
+
+def test_the_same_plan_gives_the_same_data_in_any_number_of_processes(demo_data, tmp_path):
+    out, manifest = demo_data
+    small = DemoDataPlan(**{**PLAN.__dict__, "scenes": 3, "zoom_scenes": 1, "val_scenes": 0, "val_zoom_scenes": 0})
+    one = build_demo_data(tmp_path / "one", small)
+    two = build_demo_data(tmp_path / "two", small, workers=2)
+    assert one == two
+    assert (tmp_path / "one/train/conversations.jsonl").read_text() == (tmp_path / "two/train/conversations.jsonl").read_text()
+    for image in sorted((tmp_path / "one/train/images").iterdir()):
+        assert image.read_bytes() == (tmp_path / "two/train/images" / image.name).read_bytes()
+    first = (out / "train/conversations.jsonl").read_text().splitlines()[0]
+    assert first == (tmp_path / "one/train/conversations.jsonl").read_text().splitlines()[0]  # scene 0 does not depend on the plan's size
