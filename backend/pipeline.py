@@ -40,6 +40,11 @@ ProgressCallback = Callable[[int, int], None]
 StopCheck = Callable[[], bool]
 
 
+# Upsampling finer than this adds no detail, only tiles: a typo (0.0001 for 0.1) would plan
+# billions of them.
+MAX_UPSAMPLING = 8.0
+
+
 def working_scale(source: RasterSource, window: PixelWindow, gsd: float | None) -> tuple[float, float]:
     """Working pixels per raster pixel (x, y): 1 at native resolution, else native GSD / gsd."""
     if gsd is None:
@@ -47,6 +52,12 @@ def working_scale(source: RasterSource, window: PixelWindow, gsd: float | None) 
     size = source.pixel_size_m(window)
     if size is None:
         raise UserError("--gsd needs a georeferenced raster; this one has no georeference.", "Leave out --gsd.")
+    native = min(size)
+    if gsd * MAX_UPSAMPLING < native:
+        raise UserError(
+            f"--gsd {gsd:g} m is {native / gsd:.0f}x finer than the raster's {native:.3g} m pixels.",
+            f"Choose a GSD of at least {native / MAX_UPSAMPLING:.3g} m (upsampling adds no detail), or leave out --gsd.",
+        )
     return size[0] / gsd, size[1] / gsd
 
 

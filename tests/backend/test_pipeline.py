@@ -173,6 +173,11 @@ def test_inputs_are_checked_before_any_model_call(marker_tif):
     assert engine.seen == []
 
 
+def test_a_gsd_far_finer_than_the_raster_is_refused_before_planning(marker_tif):
+    with pytest.raises(UserError, match="finer than the raster's 0.5 m pixels"):
+        run_task(request(marker_tif, options={"gsd": 0.0001}), ScriptedEngine(["x"]))
+
+
 def test_request_validation():
     from pydantic import ValidationError
 
