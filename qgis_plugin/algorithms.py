@@ -93,22 +93,22 @@ class TaskAlgorithm(QgsProcessingAlgorithm):
         advanced = []
         if self.TASK == "detect":
             advanced.append(
-                QgsProcessingParameterNumber(self.TILE_SIZE, "Tile size (pixels)", QgsProcessingParameterNumber.Integer, 512, False, 56, 4096)
+                QgsProcessingParameterNumber(self.TILE_SIZE, "Tile size (pixels)", QgsProcessingParameterNumber.Type.Integer, 512, False, 56, 4096)
             )
         advanced.append(
-            QgsProcessingParameterNumber(self.GSD, "Ground sampling distance, m/pixel (0: native)", QgsProcessingParameterNumber.Double, 0.0, True, 0.0)
+            QgsProcessingParameterNumber(self.GSD, "Ground sampling distance, m/pixel (0: native)", QgsProcessingParameterNumber.Type.Double, 0.0, True, 0.0)
         )
         if self.TASK in ("ground", "ask"):
             advanced.append(QgsProcessingParameterEnum(self.ZOOM, "Zoom-in Chain", list(ZOOM_CHOICES), False, 0))
         advanced.append(
             QgsProcessingParameterNumber(
-                self.PIXEL_SIZE, "Pixel size for layers without a file (layer units; 0: automatic)", QgsProcessingParameterNumber.Double, 0.0, True, 0.0
+                self.PIXEL_SIZE, "Pixel size for layers without a file (layer units; 0: automatic)", QgsProcessingParameterNumber.Type.Double, 0.0, True, 0.0
             )
         )
         for parameter in advanced:
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(parameter)
-        self.addParameter(QgsProcessingParameterFeatureSink(self.OUTPUT, TITLES[self.TASK], QgsProcessing.TypeVectorPolygon))
+        self.addParameter(QgsProcessingParameterFeatureSink(self.OUTPUT, TITLES[self.TASK], QgsProcessing.SourceType.TypeVectorPolygon))
         if kind.text_answer:
             self.addOutput(QgsProcessingOutputString(self.ANSWER, "Answer"))
 
@@ -152,11 +152,11 @@ class TaskAlgorithm(QgsProcessingAlgorithm):
         answer, zoom_regions = split_roles(result.get("features") or [])
         features = answer + zoom_regions
         fields = fields_for(features)
-        sink, dest = self.parameterAsSink(parameters, self.OUTPUT, context, fields, QgsWkbTypes.Polygon, crs_from_text(result.get("crs")))
+        sink, dest = self.parameterAsSink(parameters, self.OUTPUT, context, fields, QgsWkbTypes.Type.Polygon, crs_from_text(result.get("crs")))
         if sink is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
-        qgs, skipped = qgs_features(features, fields, QgsWkbTypes.PolygonGeometry)
-        sink.addFeatures(qgs, QgsFeatureSink.FastInsert)
+        qgs, skipped = qgs_features(features, fields, QgsWkbTypes.GeometryType.PolygonGeometry)
+        sink.addFeatures(qgs, QgsFeatureSink.Flag.FastInsert)
         if skipped:
             feedback.pushWarning(f"{skipped} feature(s) had no usable polygon and were left out.")
         for warning in result.get("warnings") or []:

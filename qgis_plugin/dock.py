@@ -49,7 +49,7 @@ class RSCoVLMDock(QDockWidget):
         self.previous_tool = None
         self.extent_tool = QgsMapToolExtent(self.canvas)
         self.extent_tool.extentChanged.connect(self._extent_drawn)
-        self.rubber_band = QgsRubberBand(self.canvas, QgsWkbTypes.PolygonGeometry)
+        self.rubber_band = QgsRubberBand(self.canvas, QgsWkbTypes.GeometryType.PolygonGeometry)
         self.rubber_band.setColor(QColor(255, 140, 0, 200))
         self.rubber_band.setFillColor(QColor(255, 140, 0, 30))
         self.rubber_band.setWidth(2)
@@ -99,7 +99,7 @@ class RSCoVLMDock(QDockWidget):
         box = QGroupBox("Question")
         form = QFormLayout(box)
         self.layer_combo = QgsMapLayerComboBox()
-        self.layer_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        self.layer_combo.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer)
         self.task_combo = QComboBox()
         for kind in TASK_KINDS:
             self.task_combo.addItem(kind.title, kind.name)
@@ -270,7 +270,7 @@ class RSCoVLMDock(QDockWidget):
 
     def _extent_mode_changed(self) -> None:
         if self.extent_combo.currentData() != EXTENT_DRAWN:
-            self.rubber_band.reset(QgsWkbTypes.PolygonGeometry)
+            self.rubber_band.reset(QgsWkbTypes.GeometryType.PolygonGeometry)
         elif self.drawn_extent is not None:
             self.rubber_band.setToGeometry(QgsGeometry.fromRect(self.drawn_extent), None)
 
@@ -328,7 +328,7 @@ class RSCoVLMDock(QDockWidget):
         """Before the plugin unloads: no map tool or rubber band of ours is left on the canvas."""
         if self.canvas.mapTool() is self.extent_tool:
             self.canvas.unsetMapTool(self.extent_tool)
-        self.rubber_band.reset(QgsWkbTypes.PolygonGeometry)
+        self.rubber_band.reset(QgsWkbTypes.GeometryType.PolygonGeometry)
         self.canvas.scene().removeItem(self.rubber_band)
 
 

@@ -40,14 +40,14 @@ GROUP_NAME = "RSCoVLM results"
 # What every feature of the backend carries (backend/writers.py writes the same set); more
 # properties become more fields.
 STANDARD_FIELDS = (
-    ("task", QVariant.String),
-    ("label", QVariant.String),
-    ("model", QVariant.String),
-    ("prompt", QVariant.String),
-    ("tile", QVariant.Int),
-    ("raw_text", QVariant.String),
-    ("text", QVariant.String),
-    ("role", QVariant.String),
+    ("task", QVariant.Type.String),
+    ("label", QVariant.Type.String),
+    ("model", QVariant.Type.String),
+    ("prompt", QVariant.Type.String),
+    ("tile", QVariant.Type.Int),
+    ("raw_text", QVariant.Type.String),
+    ("text", QVariant.Type.String),
+    ("role", QVariant.Type.String),
 )
 # One colour per DOTA class, in DOTA_CLASSES' order; other classes get one by a stable hash.
 PALETTE = (
@@ -75,12 +75,12 @@ def class_color(label: str) -> QColor:
 
 def _field_type(value: Any) -> QVariant.Type:
     if isinstance(value, bool):
-        return QVariant.Bool
+        return QVariant.Type.Bool
     if isinstance(value, int):
-        return QVariant.LongLong
+        return QVariant.Type.LongLong
     if isinstance(value, float):
-        return QVariant.Double
-    return QVariant.String
+        return QVariant.Type.Double
+    return QVariant.Type.String
 
 
 def fields_for(features: list[dict]) -> QgsFields:
@@ -122,13 +122,13 @@ def geometry_from_geojson(geometry: dict | None) -> QgsGeometry | None:
 def _value(value: Any, kind: QVariant.Type) -> Any:
     if value is None:
         return None
-    if kind == QVariant.String:
+    if kind == QVariant.Type.String:
         return value if isinstance(value, str) else json.dumps(value)
-    if kind in (QVariant.Int, QVariant.LongLong):
+    if kind in (QVariant.Type.Int, QVariant.Type.LongLong):
         return int(value)
-    if kind == QVariant.Double:
+    if kind == QVariant.Type.Double:
         return float(value)
-    if kind == QVariant.Bool:
+    if kind == QVariant.Type.Bool:
         return bool(value)
     return value
 
@@ -159,13 +159,13 @@ def layer_uri(features: list[dict]) -> tuple[str, int]:
     first = next((geometry_from_geojson(f.get("geometry")) for f in features), None)
     if first is not None and not first.isNull():
         kind = QgsWkbTypes.geometryType(first.wkbType())
-        if kind == QgsWkbTypes.PointGeometry:
+        if kind == QgsWkbTypes.GeometryType.PointGeometry:
             return "Point", kind
-        if kind == QgsWkbTypes.LineGeometry:
+        if kind == QgsWkbTypes.GeometryType.LineGeometry:
             return "LineString", kind
         if first.isMultipart():
-            return "MultiPolygon", QgsWkbTypes.PolygonGeometry
-    return "Polygon", QgsWkbTypes.PolygonGeometry
+            return "MultiPolygon", QgsWkbTypes.GeometryType.PolygonGeometry
+    return "Polygon", QgsWkbTypes.GeometryType.PolygonGeometry
 
 
 def build_layer(name: str, features: list[dict], crs_text: str | None, style: str | None = None) -> tuple[QgsVectorLayer, int]:

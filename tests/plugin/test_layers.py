@@ -45,7 +45,7 @@ def test_epsg_crs_and_attributes_are_kept():
     assert [r["label"] for r in rows] == ["plane", "ship"]
     assert rows[1]["tile"] == 3 and rows[1]["raw_text"] == "1,2,3,4,5,6,7,8 ship"
     assert layer.extent().xMinimum() == 500000.0 and layer.extent().xMaximum() == 500110.0
-    assert layer.wkbType() == QgsWkbTypes.Polygon
+    assert layer.wkbType() == QgsWkbTypes.Type.Polygon
 
 
 def test_wkt_crs_is_kept():
