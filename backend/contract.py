@@ -317,3 +317,118 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+# --- Training jobs: `rscovlm train export | fit` run by the service in a child process ---
+
+TrainingKind = Literal["export", "fit"]
+TrainingState = Literal["queued", "running", "cancelling", "done", "failed", "cancelled"]
+
+
+class ExportTrainingOptions(BaseModel):
+    """`rscovlm train export`'s options, with its defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tile_size: int = Field(DEFAULT_TILE_SIZE, ge=56, le=4096, description="tile side, pixels at the working GSD (as detection)")
+    tile_overlap: int = Field(DEFAULT_TILE_OVERLAP, ge=0, description="overlap of neighbouring tiles, pixels")
+    gsd: float | None = Field(None, gt=0, description="resample to this many metres per pixel; default: native")
+    bands: list[int] | None = Field(None, description="1-based band numbers: one (grey) or three (R,G,B)")
+    min_visible: float = Field(0.5, gt=0.0, le=1.0, description="keep an object cut by a tile edge when this share of it is inside")
+    keep_empty: float = Field(0.25, ge=0.0, le=1.0, description="share of tiles without objects to keep")
+    val_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="share of spatial blocks held out for validation")
+    block_size: int = Field(2048, ge=56, description="side of a split block, pixels at the working GSD")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExportTrainingOptions:
+        if self.tile_overlap >= self.tile_size:
+            raise ValueError(f"tile_overlap ({self.tile_overlap}) must be smaller than tile_size ({self.tile_size})")
+        if self.block_size < self.tile_size:
+            raise ValueError(f"block_size ({self.block_size}) must be at least tile_size ({self.tile_size})")
+        return self
+
+
+class ExportTrainingRequest(BaseModel):
+    """A raster and its labelled polygons -> a dataset folder (docs/DATASET.md), as `rscovlm train export`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    raster: str = Field(description="the imagery as the backend sees it (a path, or RasterUpload.raster)")
+    labels: str = Field(description="polygon layer file as the backend sees it (a path, or VectorUpload.labels), any CRS")
+    layer: str | None = Field(None, description="layer inside `labels`; default: the first")
+    class_field: str | None = Field(None, description="field holding each object's class")
+    class_name: str | None = Field(None, description="one class for every object (instead of class_field)")
+    text_field: str | None = Field(None, description="field with a referring expression: adds grounding samples")
+    caption_field: str | None = Field(None, description="field with a description of the object: adds region-caption samples")
+    extent: tuple[float, float, float, float] | None = Field(None, description="xmin, ymin, xmax, ymax; default: the whole raster")
+    extent_crs: str | None = Field(None, description="CRS of the extent; default: the raster's")
+    out: str = Field(description="dataset folder to write, on the backend's machine")
+    overwrite: bool = Field(False, description="replace an earlier export in `out`")
+    options: ExportTrainingOptions = Field(default_factory=ExportTrainingOptions)
+
+    @model_validator(mode="after")
+    def _one_class_source(self) -> ExportTrainingRequest:
+        if (self.class_field is None) == (self.class_name is None):
+            raise ValueError("give either class_field (a field holding each object's class) or class_name (one class for all)")
+        return self
+
+
+class FitTrainingRequest(BaseModel):
+    """Fine-tune on a data mixture, as `rscovlm train fit`; the same request again resumes the run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description="base checkpoint folder on the backend's machine, or a hub id")
+    data: str = Field(description='data spec: dataset folders or files with *K (repeat) or %P (keep percent), e.g. "data/boats*3,data/general%20"')
+    out: str = Field(description="run folder on the backend's machine: checkpoints, log, adapter/ or model/")
+    config: str = Field("lora", description="a shipped config (lora, full) or a YAML file on the backend's machine")
+    method: Literal["lora", "qlora", "full"] | None = Field(None, description="overrides the config's method")
+    val_data: str | None = Field(None, description="validation data spec; default: the val split of the `data` datasets")
+    max_steps: int | None = Field(None, ge=1, description="optimizer steps; default: the config's")
+    seed: int | None = None
+    merge: bool = Field(False, description="LoRA: also write the adapter merged into a full checkpoint (merged/)")
+    overrides: list[str] = Field(default_factory=list, description="config keys as key=value, like `--set`, e.g. lora_r=8")
+    overwrite: bool = Field(False, description="start over even if `out` holds another run")
+
+
+class TrainingProgress(BaseModel):
+    done: int = Field(0, description="tiles written (export) or optimizer steps taken (fit)")
+    total: int = Field(0, description="tiles planned or steps of the run; 0 until known")
+    unit: Literal["tiles", "steps"]
+    epoch: int | None = None
+    loss: float | None = Field(None, description="training loss of the latest step")
+    learning_rate: float | None = None
+    val_loss: float | None = Field(None, description="latest validation loss per answer token")
+    val_ap_nc: float | None = Field(None, description="latest validation AP_nc of detection answers")
+
+
+class TrainingOutputs(BaseModel):
+    """Folders a training job wrote, on the backend's machine."""
+
+    dataset: str | None = Field(None, description="export: the dataset folder")
+    run: str | None = Field(None, description="fit: the run folder")
+    adapter: str | None = Field(None, description="fit, LoRA: the adapter (rscovlm detect --adapter)")
+    model: str | None = Field(None, description="fit, full: the checkpoint folder (--model)")
+    merged: str | None = Field(None, description="fit with merge: the adapter merged into a checkpoint")
+    checkpoint: str | None = Field(None, description="fit: the newest complete checkpoint (a cancelled run resumes from it)")
+
+
+class TrainingJobStatus(BaseModel):
+    id: str
+    kind: TrainingKind
+    state: TrainingState = Field(description="cancelling: stopping after the step in flight (fit: writing a checkpoint)")
+    progress: TrainingProgress
+    submitted: float = Field(description="Unix time the job was accepted")
+    started: float | None = None
+    finished: float | None = None
+    error: str | None = Field(None, description="why the job failed, or where a cancelled one stopped")
+    outputs: TrainingOutputs = Field(default_factory=TrainingOutputs)
+    result: dict[str, Any] | None = Field(None, description="once done: the dataset's manifest (export) or the run's metrics (fit)")
+
+
+class VectorUpload(BaseModel):
+    id: str
+    labels: str = Field(description="the uploaded file as the server sees it: pass it as ExportTrainingRequest.labels")
+    bytes: int
+    layers: list[str] = Field(description="the layers GDAL finds in it")

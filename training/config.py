@@ -16,6 +16,7 @@ from backend.errors import UserError
 from backend.resolution import FACTOR, MAX_PIXELS, MIN_PIXELS
 
 METHODS = ("lora", "qlora", "full")
+SHIPPED_CONFIGS = Path(__file__).parent / "configs"
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
 
 
@@ -104,11 +105,24 @@ def _check(config: FitConfig) -> FitConfig:
     return config
 
 
+def config_path(value: str | Path) -> Path:
+    """A YAML file, or the name of a shipped one (`lora`, `full`: training/configs/<name>.yaml)."""
+    path = Path(value)
+    if path.exists():
+        return path
+    shipped = SHIPPED_CONFIGS / f"{value}.yaml"
+    if str(value).isidentifier() and shipped.is_file():
+        return shipped
+    names = ", ".join(sorted(p.stem for p in SHIPPED_CONFIGS.glob("*.yaml")))
+    raise UserError(f"config '{value}' is neither a file nor a shipped config ({names}).", "Give a YAML file or one of those names.")
+
+
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> FitConfig:
-    """The config of a YAML file (defaults when None) with `overrides` applied and checked."""
+    """The config of a YAML file or shipped config name (defaults when None) with `overrides`
+    applied and checked."""
     values: dict = {}
     if path is not None:
-        path = Path(path)
+        path = config_path(path)
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:

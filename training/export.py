@@ -319,8 +319,12 @@ def export_dataset(
                 continue
             planned.append((b, view, shown))
 
-        if out.exists() and not (out.is_dir() and not any(out.iterdir())) and not overwrite:
-            raise UserError(f"{out} already exists.", "Choose another --out, or pass --overwrite to replace it.")
+        if out.exists() and not (out.is_dir() and not any(out.iterdir())):
+            if not overwrite:
+                raise UserError(f"{out} already exists.", "Choose another --out, or pass --overwrite to replace it.")
+            if not (out / "manifest.json").is_file():  # --overwrite on a mistyped folder must not wipe it
+                raise UserError(f"{out} is not empty and holds no earlier export (no manifest.json); --overwrite only replaces an export.",
+                                "Choose another --out.")
         counts = {split: SplitCounts() for split in SPLITS}
         with staged_folder(out) as staging, contextlib.ExitStack() as files:
             handles = {}

@@ -500,7 +500,7 @@ class StopOnSignal:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML settings (training/configs/lora.yaml or full.yaml); default: LoRA defaults")
+    parser.add_argument("--config", help="YAML settings, or a shipped config's name: lora, full (training/configs/); default: LoRA defaults")
     parser.add_argument("--data", required=True, help='data spec: folders/files with *K (repeat) or %%P (keep percent), e.g. "data/boats*3,data/general%%20"')
     parser.add_argument("--val-data", help="validation data spec (default: the val split of the --data datasets)")
     parser.add_argument("--model", required=True, help="base checkpoint folder or hub id (e.g. Qingyun/RSCoVLM-7B-2512)")

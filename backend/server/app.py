@@ -3,7 +3,8 @@ so resources/openapi.json is the whole contract the plugin codes against.
 
 Errors are JSON `{"detail": "<one line: the problem and the fix>"}`: 400 bad input (the same
 text the CLI prints), 422 a body that does not fit the schema, 401 token, 403 Host, 404 unknown
-job, 409 result asked too early, 413 body too large, 503 queue full or stopping.
+job, 409 result asked too early, 413 body too large, 503 queue full or stopping (or, for the
+training routes, a backend installed without the `training` package).
 """
 
 from __future__ import annotations
@@ -22,8 +23,11 @@ from backend.contract import (
     ChatCompletion,
     ChatCompletionRequest,
     ErrorResponse,
+    ExportTrainingRequest,
+    FitTrainingRequest,
     Health,
     JobCreated,
+    JobProgress,
     JobStatus,
     JobSummary,
     ModelCard,
@@ -31,11 +35,14 @@ from backend.contract import (
     ModelList,
     RasterUpload,
     TaskRequest,
+    TrainingJobStatus,
+    VectorUpload,
 )
 from backend.errors import Cancelled, UserError, validation_problem
 from backend.server.chat import completion, conversation_from_request, max_tokens
 from backend.server.jobs import Scheduler, ServiceBusy, TaskJob
 from backend.server.security import Guard, GuardSettings
+from backend.server.training_jobs import TrainingJob, TrainingJobs, training_installed
 from backend.server.uploads import Uploads
 
 COMMON_ERRORS = {
@@ -61,6 +68,7 @@ def create_app(
     scheduler: Scheduler | None = None,
     uploads: Uploads | None = None,
     guard: GuardSettings | None = None,
+    training: TrainingJobs | None = None,
 ) -> FastAPI:
     """The app; with no scheduler it only serves to export the OpenAPI schema."""
 
@@ -68,9 +76,13 @@ def create_app(
     async def lifespan(app: FastAPI):
         if scheduler is not None:
             scheduler.start()
+        if training is not None:
+            training.start()
         try:
             yield
         finally:
+            if training is not None:
+                await run_in_threadpool(training.stop)
             if scheduler is not None:
                 await run_in_threadpool(scheduler.stop)
             if uploads is not None:
@@ -180,6 +192,76 @@ def create_app(
         job = jobs().cancel(job_id)
         if job is None:
             raise HTTPException(404, f"no job {job_id}.")
+        return job.status()
+
+    @app.post(
+        "/vectors",
+        response_model=VectorUpload,
+        status_code=201,
+        tags=["training"],
+        responses={400: {"model": ErrorResponse}},
+        openapi_extra={
+            "requestBody": {"required": True, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
+        },
+    )
+    async def upload_vector(request: Request, name: str | None = None) -> VectorUpload:
+        """Send a labelled vector file's bytes (GeoPackage, GeoJSON); `labels` in the answer goes into ExportTrainingRequest.labels."""
+        if uploads is None:
+            raise HTTPException(503, "this server takes no uploads.")
+        return await uploads.save_vector(request.stream(), name)
+
+    @app.delete("/vectors/{upload_id}", status_code=204, tags=["training"], responses={404: {"model": ErrorResponse}})
+    def delete_vector(upload_id: str) -> Response:
+        if uploads is None or not uploads.delete(upload_id):
+            raise HTTPException(404, f"no uploaded vector file {upload_id}.")
+        return Response(status_code=204)
+
+    def trainer() -> TrainingJobs:
+        if training is None or not training_installed():
+            raise HTTPException(503, "this backend runs no training jobs (the `training` package is not installed beside it).")
+        return training
+
+    def find_training(job_id: str) -> TrainingJob:
+        job = trainer().get(job_id)
+        if job is None:
+            raise HTTPException(404, f"no training job {job_id}: never submitted, or finished more than {trainer().result_ttl_s:g} s ago and dropped.")
+        return job
+
+    def created(job: TrainingJob) -> JobCreated:
+        status = job.status()
+        state = "running" if status.state == "cancelling" else status.state
+        return JobCreated(id=job.id, state=state, progress=JobProgress(done=status.progress.done, total=status.progress.total), url=f"/training/{job.id}")
+
+    training_responses = {422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}}
+
+    @app.post("/training/export", response_model=JobCreated, status_code=202, tags=["training"], responses=training_responses)
+    def submit_export(request: ExportTrainingRequest) -> JobCreated:
+        """Export a raster and its labelled polygons as a dataset folder (`rscovlm train export`), in a child
+        process; training jobs run one at a time, the others wait queued. Poll `url`; bad input fails the job with its reason."""
+        return created(trainer().submit("export", request))
+
+    @app.post("/training/fit", response_model=JobCreated, status_code=202, tags=["training"], responses=training_responses)
+    def submit_fit(request: FitTrainingRequest) -> JobCreated:
+        """Fine-tune (`rscovlm train fit`) in a child process; the same request again resumes a cancelled run."""
+        return created(trainer().submit("fit", request))
+
+    @app.get("/training", response_model=list[TrainingJobStatus], tags=["training"])
+    def list_training() -> list[TrainingJobStatus]:
+        return [job.status() for job in trainer().list()]
+
+    @app.get("/training/{job_id}", response_model=TrainingJobStatus, tags=["training"], responses={404: {"model": ErrorResponse}})
+    def training_status(job_id: str) -> TrainingJobStatus:
+        """State, progress (tiles, or steps with loss, learning rate and validation), the folders written, and the
+        manifest or the run's metrics once done."""
+        return find_training(job_id).status()
+
+    @app.delete("/training/{job_id}", response_model=TrainingJobStatus, tags=["training"], responses={404: {"model": ErrorResponse}})
+    def cancel_training(job_id: str) -> TrainingJobStatus:
+        """Cancel: an export stops and leaves nothing; a fit writes a checkpoint first (state cancelling, then
+        cancelled). A finished job is dropped."""
+        job = trainer().cancel(job_id)
+        if job is None:
+            raise HTTPException(404, f"no training job {job_id}.")
         return job.status()
 
     @app.get("/v1/models", response_model=ModelList, tags=["openai"])

@@ -110,7 +110,7 @@ class Limits:
     upload_bytes: int = 4096 * MIB
 
     def for_path(self, path: str) -> int:
-        if path == "/rasters":
+        if path in ("/rasters", "/vectors"):
             return self.upload_bytes
         if path == "/v1/chat/completions":
             return self.chat_bytes

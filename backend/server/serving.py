@@ -19,6 +19,7 @@ import uvicorn
 from backend.server.app import create_app
 from backend.server.jobs import Scheduler
 from backend.server.security import GuardSettings, Limits, allowed_host_names, new_token
+from backend.server.training_jobs import TrainingJobs
 from backend.server.uploads import Uploads
 
 
@@ -61,8 +62,9 @@ class LocalServer:
         shown = f"[{host.strip('[]')}]" if ":" in host else host
         self.url = f"http://{shown}:{self.port}"
         self.uploads = Uploads()
+        self.training = TrainingJobs(result_ttl_s=scheduler.result_ttl_s)
         guard = GuardSettings(self.token, allowed_host_names(host, allow_hosts), limits)
-        app = create_app(scheduler, self.uploads, guard)
+        app = create_app(scheduler, self.uploads, guard, self.training)
         config = uvicorn.Config(
             app, log_level=log_level, access_log=False, server_header=False, lifespan="on", timeout_graceful_shutdown=5
         )

@@ -1,6 +1,7 @@
-"""Rasters sent to the server (a layer with no file behind it, or a client on another machine):
-streamed to a private folder, checked to be a raster GDAL reads, and named by the path a
-TaskRequest then gives as its raster. The folder goes when the server stops."""
+"""Files sent to the server (a layer with no file behind it, or a client on another machine):
+rasters for tasks and training exports, and labelled vector layers for training exports.
+Streamed to a private folder, checked to be a raster (or vector file) GDAL reads, and named by
+the path a request then gives. The folder goes when the server stops."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from backend.contract import RasterUpload
+import pyogrio
+from pyogrio.errors import DataSourceError
+
+from backend.contract import RasterUpload, VectorUpload
 from backend.errors import UserError
 from backend.raster import RasterSource
 
@@ -30,8 +34,30 @@ class Uploads:
         return found[0] if found else None
 
     async def save(self, chunks: AsyncIterator[bytes], name: str | None) -> RasterUpload:
-        suffix = Path(name).suffix if name else ".tif"
-        suffix = suffix if SAFE_SUFFIX.match(suffix) else ".tif"
+        upload_id, target, size = await self._receive(chunks, name, ".tif", "raster")
+        try:
+            RasterSource.open(target).close()
+        except UserError as exc:
+            target.unlink(missing_ok=True)
+            raise UserError(f"the uploaded file is not a raster GDAL reads ({exc.problem}).", "Upload a GeoTIFF.") from None
+        return RasterUpload(id=upload_id, raster=str(target), bytes=size)
+
+    async def save_vector(self, chunks: AsyncIterator[bytes], name: str | None) -> VectorUpload:
+        upload_id, target, size = await self._receive(chunks, name, ".gpkg", "vector file")
+        try:
+            layers = [str(layer) for layer, _ in pyogrio.list_layers(target)]
+        except (DataSourceError, OSError) as exc:
+            layers, reason = [], str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        else:
+            reason = "it holds no layer"
+        if not layers:
+            target.unlink(missing_ok=True)
+            raise UserError(f"the uploaded file is not a vector file GDAL reads ({reason}).", "Upload a GeoPackage or GeoJSON file.")
+        return VectorUpload(id=upload_id, labels=str(target), bytes=size, layers=layers)
+
+    async def _receive(self, chunks: AsyncIterator[bytes], name: str | None, default_suffix: str, what: str) -> tuple[str, Path, int]:
+        suffix = Path(name).suffix if name else default_suffix
+        suffix = suffix if SAFE_SUFFIX.match(suffix) else default_suffix
         upload_id = uuid.uuid4().hex
         target = self.folder / f"{upload_id}{suffix}"
         staging = self.folder / f".{upload_id}.part"
@@ -42,16 +68,11 @@ class Uploads:
                     handle.write(chunk)
                     size += len(chunk)
             if size == 0:
-                raise UserError("the upload is empty.", "Send the raster file's bytes as the request body.")
+                raise UserError("the upload is empty.", f"Send the {what}'s bytes as the request body.")
             staging.rename(target)
         finally:
             staging.unlink(missing_ok=True)
-        try:
-            RasterSource.open(target).close()
-        except UserError as exc:
-            target.unlink(missing_ok=True)
-            raise UserError(f"the uploaded file is not a raster GDAL reads ({exc.problem}).", "Upload a GeoTIFF.") from None
-        return RasterUpload(id=upload_id, raster=str(target), bytes=size)
+        return upload_id, target, size
 
     def delete(self, upload_id: str) -> bool:
         path = self.path(upload_id)

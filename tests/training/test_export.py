@@ -266,6 +266,7 @@ def test_bad_geometries_are_skipped_and_counted(scene, tmp_path):
         ("missing field", "--class-field 'type' is not a field"),
         ("no crs", "the labels have no CRS"),
         ("exists", "already exists"),
+        ("overwrite a folder that is no export", "holds no earlier export"),
         ("bad option", "--min-visible"),
     ],
 )
@@ -284,16 +285,17 @@ def test_bad_input_is_refused_and_nothing_is_written(scene, tmp_path, case, mess
         kwargs["class_field"] = "type"
     elif case == "no crs":
         labels = _layer(tmp_path / "nocrs.gpkg", [box], ["ship"], crs=None)
-    elif case == "exists":
+    elif case in ("exists", "overwrite a folder that is no export"):
         out.mkdir()
         (out / "keep.txt").write_text("mine")
+        kwargs["overwrite"] = case != "exists"
     elif case == "bad option":
         kwargs["options"] = ExportOptions(min_visible=0.0)
     before = sorted(os.listdir(tmp_path))
     with pytest.raises(UserError, match=message):
         export_dataset(path, labels, out, **kwargs)
     assert sorted(os.listdir(tmp_path)) == before
-    if case == "exists":
+    if out.exists():
         assert (out / "keep.txt").read_text() == "mine"
 
 
