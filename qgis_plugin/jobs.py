@@ -1,8 +1,8 @@
-"""One job on the backend, from raster to result: write the GeoTIFF when the layer has no file,
-upload it when the backend is on another machine, submit, poll with progress and the features
-merged so far, cancel on request, clean up. `run_job` blocks, so it runs in a QgsTask (the dock)
-or in a Processing algorithm's thread; the tasks hand their results to the main thread from
-QgsTask.finished.
+"""Jobs on the backend, from input to result: write the GeoTIFF when a raster layer has no file,
+upload files when the backend is on another machine, submit, poll with progress, cancel on
+request, clean up. `run_job` (a task on a raster) and the training algorithms share these
+steps; they block, so they run in a QgsTask (the dock) or in a Processing algorithm's thread;
+the tasks hand their results to the main thread from QgsTask.finished.
 """
 
 from __future__ import annotations
@@ -34,6 +34,108 @@ def _wait(feedback: QgsFeedback, milliseconds: int) -> None:
         QThread.msleep(20)
 
 
+def _cancelled() -> BackendError:
+    return BackendError("cancelled", "Cancelled.")
+
+
+class JobFiles:
+    """The files one job needs on the backend, removed again when the `with` block ends: GeoTIFFs
+    written for raster layers without a file (in a scratch folder) and uploads."""
+
+    def __init__(self, connection: Connection, timeout_s: float, feedback: QgsFeedback):
+        self.connection = connection
+        self.timeout_s = timeout_s
+        self.client = BackendClient(connection, timeout_s, feedback)
+        self.feedback = feedback
+        self.scratch = Path(tempfile.mkdtemp(prefix="rscovlm-qgis-"))
+        self.uploaded: list[str] = []  # paths to DELETE afterwards
+
+    def __enter__(self) -> JobFiles:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for path in self.uploaded:
+            _quietly(lambda path=path: BackendClient(self.connection, self.timeout_s).delete(path))
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def raster(self, raster: RasterInput, context: QgsCoordinateTransformContext) -> str:
+        """The raster as the backend sees it: its file, or a GeoTIFF of the extent; uploaded if need be."""
+        path = raster.file
+        if path is None:
+            log(f"writing '{raster.layer_name}' ({raster.export.columns} x {raster.export.rows} px) to a temporary GeoTIFF")
+            path = write_geotiff(raster, str(self.scratch / "extent.tif"), context)
+            if self.feedback.isCanceled():
+                raise _cancelled()
+        return self.upload(path, "/rasters")["raster"] if self.connection.uploads else path
+
+    def upload(self, path: str, route: str) -> dict:
+        """POST a file to `route` (/rasters, /vectors); the answer names it as the backend sees it."""
+        log(f"uploading {path} to {self.connection.url}")
+        answer = self.client.post_file(route, path)
+        self.uploaded.append(f"{route}/{answer['id']}")
+        return answer
+
+
+def follow_job(
+    connection: Connection,
+    route: str,
+    body: dict,
+    feedback: QgsFeedback,
+    timeout_s: float = 30.0,
+    poll_ms: int = 500,
+    on_status: Callable[[dict], None] | None = None,
+    settle_s: float = 0.0,
+) -> dict:
+    """Submit `body` to `route`, poll the job's `url` until it ends, and return its final status.
+    When the feedback is cancelled the job is cancelled on the backend; with `settle_s` the
+    cancelled job is followed that much longer until it has stopped (a fit writing its
+    checkpoint), and its own account of where it stopped becomes the error's message.
+    Raises BackendError: kind 'cancelled', or 'failed' with the job's error."""
+    client = BackendClient(connection, timeout_s, feedback)
+    created = client.post_json(route, body)
+    url = created["url"]
+    log(f"job {created['id']} submitted to {route}")
+    try:
+        while True:
+            status = client.get(url)
+            if on_status is not None:
+                on_status(status)
+            if status["state"] in FINAL_STATES:
+                break
+            _wait(feedback, poll_ms)
+            if feedback.isCanceled():
+                raise _cancelled()
+    except BackendError as exc:
+        if exc.kind not in ("cancelled", "timeout"):
+            raise
+        _cancel_on_backend(connection, url, timeout_s)
+        stopped = _settle(connection, url, timeout_s, poll_ms, settle_s, on_status) if settle_s else None
+        if feedback.isCanceled():
+            reason = (stopped or {}).get("error")
+            raise BackendError("cancelled", f"Cancelled: {reason}" if reason else "Cancelled.") from None
+        raise
+    if status["state"] != "done":
+        raise BackendError("failed", f"The backend's job {status['state']}: {status.get('error') or 'no reason given'}")
+    return status
+
+
+def _settle(connection: Connection, url: str, timeout_s: float, poll_ms: int, settle_s: float, on_status) -> dict | None:
+    """The status of a cancelled job once it has stopped, or None if it takes over `settle_s`."""
+    client = BackendClient(connection, timeout_s)  # the feedback is cancelled: this one must still ask
+    deadline = time.monotonic() + settle_s
+    while time.monotonic() < deadline:
+        try:
+            status = client.get(url)
+        except BackendError:
+            return None
+        if on_status is not None:
+            on_status(status)
+        if status["state"] in FINAL_STATES:
+            return status
+        QThread.msleep(poll_ms)
+    return None
+
+
 def run_job(
     connection: Connection,
     raster: RasterInput,
@@ -45,65 +147,37 @@ def run_job(
     on_progress: Callable[[int, int], None] | None = None,
     on_partial: Callable[[dict], None] | None = None,
 ) -> dict:
-    """The JobStatus of the finished job (its `result` holds the TaskResult). Raises
+    """The JobStatus of the finished task job (its `result` holds the TaskResult). Raises
     BackendError (kind 'cancelled' after the job was cancelled on the backend) or InputProblem."""
     if feedback.isCanceled():
-        raise BackendError("cancelled", "Cancelled.")
-    client = BackendClient(connection, timeout_s, feedback)
-    scratch = Path(tempfile.mkdtemp(prefix="rscovlm-qgis-"))
-    upload_id = None
-    job_id = None
+        raise _cancelled()
+    seen = None
+
+    def show(status: dict) -> None:
+        nonlocal seen
+        progress = status.get("progress") or {}
+        done, total = int(progress.get("done", 0)), int(progress.get("total", 0))
+        if on_progress is not None:
+            on_progress(done, total)
+        if on_partial is not None and status.get("features") and (done, len(status["features"])) != seen:
+            seen = (done, len(status["features"]))
+            on_partial(status)
+
     try:
-        path = raster.file
-        if path is None:
-            log(f"writing '{raster.layer_name}' ({raster.export.columns} x {raster.export.rows} px) to a temporary GeoTIFF")
-            path = write_geotiff(raster, str(scratch / "extent.tif"), context)
-            if feedback.isCanceled():
-                raise BackendError("cancelled", "Cancelled.")
-        if connection.uploads:
-            log(f"uploading {path} to {connection.url}")
-            upload = client.post_file("/rasters", path)
-            upload_id, path = upload["id"], upload["raster"]
-        request = {**body, "raster": path}
-        created = client.post_json("/jobs", request)
-        job_id = created["id"]
-        log(f"job {job_id} submitted: {request['task']} on {request['raster']}")
-        seen = None
-        while True:
-            status = client.get(f"/jobs/{job_id}")
-            progress = status.get("progress") or {}
-            done, total = int(progress.get("done", 0)), int(progress.get("total", 0))
-            if on_progress is not None:
-                on_progress(done, total)
-            if on_partial is not None and status.get("features") and (done, len(status["features"])) != seen:
-                seen = (done, len(status["features"]))
-                on_partial(status)
-            if status["state"] in FINAL_STATES:
-                break
-            _wait(feedback, poll_ms)
-            if feedback.isCanceled():
-                raise BackendError("cancelled", "Cancelled.")
-        if status["state"] != "done":
-            reason = status.get("error") or "no reason given"
-            raise BackendError("failed", f"The backend's job {status['state']}: {reason}")
-        job_id = None  # finished: nothing to cancel
-        return status
-    except (BackendError, InputProblem) as exc:
-        if job_id is not None and getattr(exc, "kind", "") in ("cancelled", "timeout"):
-            _cancel_on_backend(connection, job_id, timeout_s)
+        with JobFiles(connection, timeout_s, feedback) as files:
+            request = {**body, "raster": files.raster(raster, context)}
+            log(f"{request['task']} on {request['raster']}")
+            return follow_job(connection, "/jobs", request, feedback, timeout_s, poll_ms, show)
+    except (BackendError, InputProblem):
         if feedback.isCanceled():
-            raise BackendError("cancelled", "Cancelled.") from None
+            raise _cancelled() from None
         raise
-    finally:
-        if upload_id is not None:
-            _quietly(lambda: BackendClient(connection, timeout_s).delete(f"/rasters/{upload_id}"))
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _cancel_on_backend(connection: Connection, job_id: str, timeout_s: float) -> None:
+def _cancel_on_backend(connection: Connection, url: str, timeout_s: float) -> None:
     """DELETE the job (with a client that does not stop at the cancelled feedback)."""
-    if _quietly(lambda: BackendClient(connection, timeout_s).delete(f"/jobs/{job_id}")):
-        log(f"job {job_id} cancelled on the backend")
+    if _quietly(lambda: BackendClient(connection, timeout_s).delete(url)):
+        log(f"job {url} cancelled on the backend")
 
 
 def _quietly(call: Callable[[], Any]) -> bool:

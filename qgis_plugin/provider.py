@@ -1,4 +1,4 @@
-"""The `rscovlm` Processing provider: one algorithm per task."""
+"""The `rscovlm` Processing provider: one algorithm per task, and the training algorithms."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from qgis.core import QgsProcessingProvider
 
 from .algorithms import ALGORITHMS
 from .resources import icon
+from .training_algorithms import TRAINING_ALGORITHMS
 
 
 class RSCoVLMProvider(QgsProcessingProvider):
@@ -22,5 +23,5 @@ class RSCoVLMProvider(QgsProcessingProvider):
         return icon("rscovlm")
 
     def loadAlgorithms(self) -> None:  # noqa: N802
-        for algorithm in ALGORITHMS:
+        for algorithm in ALGORITHMS + TRAINING_ALGORITHMS:
             self.addAlgorithm(algorithm())

@@ -117,6 +117,18 @@ def backend(tiny_checkpoint, tmp_path_factory) -> Connection:
     stop_serve(process)
 
 
+@pytest.fixture(scope="module")
+def provider(qgis_processing):
+    """The `rscovlm` Processing provider, registered for a module's tests."""
+    from qgis_plugin.provider import RSCoVLMProvider
+
+    registry = QgsApplication.processingRegistry()
+    provider = RSCoVLMProvider()
+    assert registry.addProvider(provider)
+    yield registry.providerById("rscovlm")
+    registry.removeProvider(provider)
+
+
 @pytest.fixture
 def settings():
     """Plugin settings reset to their defaults for each test, and cleared after it."""

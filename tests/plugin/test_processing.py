@@ -6,8 +6,6 @@ from __future__ import annotations
 import pytest
 from qgis.core import QgsApplication, QgsProcessingException, QgsProcessingFeedback, QgsProject, QgsRasterLayer, QgsVectorLayer
 
-from qgis_plugin.provider import RSCoVLMProvider
-
 
 class Errors(QgsProcessingFeedback):
     """Keeps what the algorithm reported: for a problem found before the algorithm runs,
@@ -21,18 +19,9 @@ class Errors(QgsProcessingFeedback):
         self.errors.append(error)
 
 
-@pytest.fixture(scope="module")
-def provider(qgis_processing):
-    registry = QgsApplication.processingRegistry()
-    provider = RSCoVLMProvider()
-    assert registry.addProvider(provider)
-    yield registry.providerById("rscovlm")
-    registry.removeProvider(provider)
-
-
 def test_algorithms_register_with_their_parameters(provider):
     algorithms = {a.name(): a for a in provider.algorithms()}
-    assert sorted(algorithms) == ["ask", "caption", "classify", "detect", "ground"]
+    assert sorted(algorithms) == ["ask", "caption", "classify", "detect", "export_training_data", "fine_tune", "ground"]
     names = {name: [p.name() for p in a.parameterDefinitions()] for name, a in algorithms.items()}
     assert names["detect"] == ["INPUT", "EXTENT", "CLASSES", "TILE_SIZE", "GSD", "PIXEL_SIZE", "OUTPUT"]
     assert names["ground"] == ["INPUT", "EXTENT", "TEXT", "GSD", "ZOOM", "PIXEL_SIZE", "OUTPUT"]
