@@ -32,8 +32,10 @@ from backend.contract import ExportTrainingRequest, FitTrainingRequest, Training
 from backend.errors import Cancelled, UserError
 from training.fit import StopOnSignal
 
-# The service's own model comes first when both want the CPU.
-NICENESS = 10
+# The service's own model comes first when both want the CPU (benchmarks/bench_training_service.py);
+# a machine that only trains can give the job full priority with RSCOVLM_TRAINING_NICENESS=0.
+NICENESS_ENVIRONMENT = "RSCOVLM_TRAINING_NICENESS"
+DEFAULT_NICENESS = 10
 PR_SET_PDEATHSIG = 1
 
 
@@ -70,6 +72,24 @@ def stop_with_parent() -> None:
         return
     if os.getppid() == 1:  # the parent was gone before the line above
         os.kill(os.getpid(), signal.SIGINT)
+
+
+def lower_priority(niceness) -> None:
+    """Nice the process; on Linux with autogroup scheduling also its session's group (nice only
+    weighs within a group, and the service starts the runner in a session of its own). Only a
+    session leader touches the group: a runner started from a terminal leaves the terminal's
+    session alone."""
+    try:
+        niceness = int(niceness)
+        os.nice(niceness)
+    except (OSError, ValueError):
+        return
+    autogroup = Path("/proc/self/autogroup")
+    if os.getsid(0) == os.getpid() and autogroup.exists():
+        try:
+            autogroup.write_text(str(niceness))
+        except OSError:
+            pass  # no autogroup scheduling, or not allowed: the process's own niceness still holds
 
 
 def run_export(request: ExportTrainingRequest, report: Reporter, stop: StopOnSignal) -> dict:
@@ -146,10 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     report = Reporter(protocol_stream())
     with StopOnSignal() as stop:
         stop_with_parent()
-        try:
-            os.nice(NICENESS)
-        except OSError:
-            pass
+        lower_priority(os.environ.get(NICENESS_ENVIRONMENT, DEFAULT_NICENESS))
         request = None
         try:
             if args.kind == "export":
