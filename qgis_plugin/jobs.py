@@ -76,7 +76,7 @@ class JobFiles:
         return answer
 
 
-def follow_job(
+def submit_and_follow(
     connection: Connection,
     route: str,
     body: dict,
@@ -167,7 +167,7 @@ def run_job(
         with JobFiles(connection, timeout_s, feedback) as files:
             request = {**body, "raster": files.raster(raster, context)}
             log(f"{request['task']} on {request['raster']}")
-            return follow_job(connection, "/jobs", request, feedback, timeout_s, poll_ms, show)
+            return submit_and_follow(connection, "/jobs", request, feedback, timeout_s, poll_ms, show)
     except (BackendError, InputProblem):
         if feedback.isCanceled():
             raise _cancelled() from None

@@ -33,7 +33,7 @@ from qgis.core import (
 )
 
 from .client import BackendError, resolve_connection
-from .jobs import JobFiles, follow_job
+from .jobs import JobFiles, submit_and_follow
 from .raster_input import InputProblem, RasterInput, prepare_raster
 from .resources import icon
 from .settings import PluginSettings
@@ -96,7 +96,7 @@ class TrainingAlgorithm(QgsProcessingAlgorithm):
             self.report(status, feedback)
 
         try:
-            return follow_job(files.connection, self.ROUTE, body, feedback, float(settings.timeout_s), int(settings.poll_interval_ms), show, self.SETTLE_S)
+            return submit_and_follow(files.connection, self.ROUTE, body, feedback, float(settings.timeout_s), int(settings.poll_interval_ms), show, self.SETTLE_S)
         except BackendError as exc:
             raise QgsProcessingException(str(exc)) from None
 
