@@ -254,7 +254,10 @@ class TrainingJobs:
         returncode = process.wait()
         drain.join(5.0)
         job.end_of_process(returncode)
-        log.info("training job %s: %s (exit status %d)", job.id, job.state, returncode)
+        if job.state == "failed":  # the child's last words, also when the server logs only warnings
+            log.warning("training job %s failed: %s\n%s", job.id, job.error, "\n".join(job.stderr))
+        else:
+            log.info("training job %s: %s (exit status %d)", job.id, job.state, returncode)
 
     @staticmethod
     def _keep_stderr(job: TrainingJob, process: subprocess.Popen) -> None:
