@@ -71,10 +71,10 @@ ProgressCallback = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class DemoDataPlan:
-    scenes: int = 300  # scenes of one kind (and towns) cut into tiles, per training split
+    scenes: int = 480  # scenes of one kind (and towns) cut into tiles, per training split
     tiles_per_scene: int = 20
-    zoom_scenes: int = 60  # countryside mosaics for the Zoom-in Chain
-    val_scenes: int = 40
+    zoom_scenes: int = 100  # countryside mosaics for the Zoom-in Chain
+    val_scenes: int = 30
     val_zoom_scenes: int = 12
     seed: int = 0
     scene_sizes: tuple[int, ...] = (768, 1024, 1280)  # sides of single-kind scenes, px
@@ -82,9 +82,9 @@ class DemoDataPlan:
     mosaic_sizes: tuple[int, int] = (3072, 12288)  # training mosaics: sides log-uniform in this range
     val_mosaic_sizes: tuple[int, int] = (10240, 12288)  # validation mosaics: the large scenes of the zoom bar
     ground_share: float = 0.5  # chance a tile also gets a grounding sample
-    vqa_share: float = 0.3
-    caption_share: float = 0.1
-    classify_share: float = 0.12
+    vqa_share: float = 0.2
+    caption_share: float = 0.06
+    classify_share: float = 0.1
     subset_share: float = 0.2  # detection samples asking for a random subset of the classes
     empty_keep: float = 0.3  # share of empty tiles kept
 
@@ -275,7 +275,7 @@ def run_job(job: SceneJob) -> SplitWriter:
             zoom_scene(writer, name, scene, raster, rng, variants=1, keep_raster=f"rasters/{name}.tif")
         else:
             raster = write_scene(scene, Path(scratch) / "mosaic.tif")
-            zoom_scene(writer, name, scene, raster, rng, variants=3)
+            zoom_scene(writer, name, scene, raster, rng, variants=2)
     return writer
 
 

@@ -83,6 +83,13 @@ class ModelSize:
     vision_depth: int
     vision_heads: int
     vision_intermediate: int
+    # Rotary bases and the language model's temporal/height/width split of each head's rotary
+    # frequencies (None: an even split). Qwen's 1e6 base suits 128-dim heads over long contexts;
+    # a small head with that base leaves the width section (always the lowest frequencies) with
+    # angles of 1e-4 rad across a whole image, i.e. no sense of where a token is.
+    text_rope_theta: float = 1_000_000.0
+    vision_rope_theta: float = 10_000.0
+    mrope_section: tuple[int, int, int] | None = None
 
 
 SIZES = {
@@ -123,6 +130,9 @@ SIZES = {
         vision_depth=4,
         vision_heads=4,
         vision_intermediate=512,
+        text_rope_theta=20.0,
+        vision_rope_theta=100.0,
+        mrope_section=(4, 14, 14),
     ),
 }
 
@@ -194,7 +204,9 @@ def build_model(size: ModelSize, tokenizer, seed: int):
     # mRoPE splits the rotary half of each head into temporal/height/width sections.
     half = head_dim // 2
     temporal = half // 4
-    section = [temporal, (half - temporal) // 2, half - temporal - (half - temporal) // 2]
+    section = list(size.mrope_section or (temporal, (half - temporal) // 2, half - temporal - (half - temporal) // 2))
+    if sum(section) != half:
+        raise ValueError(f"mrope_section {section} must add up to half the head dimension, {half}")
     config = Qwen2_5_VLConfig(
         text_config=dict(
             vocab_size=len(tokenizer),
@@ -204,7 +216,7 @@ def build_model(size: ModelSize, tokenizer, seed: int):
             num_attention_heads=size.text_heads,
             num_key_value_heads=size.text_kv_heads,
             max_position_embeddings=32768,
-            rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": section},
+            rope_parameters={"rope_type": "default", "rope_theta": size.text_rope_theta, "mrope_section": section},
             bos_token_id=ids["<|endoftext|>"],
             eos_token_id=ids["<|im_end|>"],
             pad_token_id=ids["<|endoftext|>"],
@@ -221,6 +233,7 @@ def build_model(size: ModelSize, tokenizer, seed: int):
             temporal_patch_size=2,
             window_size=112,
             fullatt_block_indexes=[size.vision_depth - 1],
+            rope_parameters={"rope_type": "axial", "rope_theta": size.vision_rope_theta},
         ),
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
