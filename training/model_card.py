@@ -130,7 +130,7 @@ The same command reproduces it: data, initial weights and sample order come from
 
 | | |
 |---|---|
-| parameters | {parameters if parameters is not None else '-'} |
+| parameters | {f'{parameters:,}' if parameters is not None else '-'} |
 | language model | {text.get('num_hidden_layers')} layers, hidden {text.get('hidden_size')}, {text.get('num_attention_heads')} heads ({text.get('num_key_value_heads')} KV), MLP {text.get('intermediate_size')} |
 | vision tower | {vision.get('depth')} layers, hidden {vision.get('hidden_size')}, {vision.get('num_heads')} heads, patch 14, 2 x 2 merge (one token per 28 x 28 px) |
 | views | {json.dumps(manifest.get('pixel_budget'))}; detection tiles of {manifest.get('tile_size')} px |
