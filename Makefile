@@ -52,7 +52,7 @@ $(TINY_MODEL)/config.json: | $(VENV)/.installed
 run: install $(SAMPLE)
 	@test -f $(DEMO_MODEL)/config.json || { echo "$(DEMO_MODEL) is missing: make demo-model trains it (about 90 minutes on 2 CPU cores)."; exit 2; }
 	@mkdir -p out
-	$(CPU_ENV) $(VENV)/bin/rscovlm detect $(SAMPLE) --classes "$(DEMO_CLASSES)" -o out/detections.gpkg
+	$(CPU_ENV) $(VENV)/bin/rscovlm detect $(SAMPLE) --classes "$(DEMO_CLASSES)" --batch-size 8 --max-new-tokens 640 -o out/detections.gpkg
 	$(CPU_ENV) $(VENV)/bin/rscovlm caption $(SAMPLE) -o out/caption.gpkg
 	$(CPU_ENV) $(VENV)/bin/rscovlm ask $(SAMPLE) --question "$(DEMO_QUESTION)" -o out/answer.gpkg
 	@echo
