@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from qgis.core import (
+    Qgis,
     QgsCategorizedSymbolRenderer,
     QgsCoordinateReferenceSystem,
     QgsFeature,
@@ -30,7 +31,6 @@ from qgis.core import (
     QgsVectorLayer,
     QgsWkbTypes,
 )
-from qgis.PyQt.QtCore import QVariant
 from qgis.PyQt.QtGui import QColor
 
 from .resources import style_path
@@ -38,17 +38,18 @@ from .task_request import DOTA_CLASSES
 
 GROUP_NAME = "RSCoVLM results"
 # What every feature of the backend carries (backend/writers.py writes the same set); more
-# properties become more fields.
-STANDARD_FIELDS = (
-    ("task", QVariant.Type.String),
-    ("label", QVariant.Type.String),
-    ("model", QVariant.Type.String),
-    ("prompt", QVariant.Type.String),
-    ("tile", QVariant.Type.Int),
-    ("raw_text", QVariant.Type.String),
-    ("text", QVariant.Type.String),
-    ("role", QVariant.Type.String),
-)
+# properties become more fields, typed by their first value.
+STANDARD_FIELDS = (("task", str), ("label", str), ("model", str), ("prompt", str), ("tile", int), ("raw_text", str), ("text", str), ("role", str))
+# QgsField takes a QMetaType from QGIS 3.38 on, and QVariant.Type before; Qt6 (QGIS 4) has no
+# QVariant.Type at all, so the Qt type of a field is chosen here once, by version.
+if Qgis.QGIS_VERSION_INT >= 33800:
+    from qgis.PyQt.QtCore import QMetaType
+
+    QT_FIELD_TYPES = {str: QMetaType.Type.QString, int: QMetaType.Type.LongLong, float: QMetaType.Type.Double, bool: QMetaType.Type.Bool}
+else:
+    from qgis.PyQt.QtCore import QVariant
+
+    QT_FIELD_TYPES = {str: QVariant.Type.String, int: QVariant.Type.LongLong, float: QVariant.Type.Double, bool: QVariant.Type.Bool}
 # One colour per DOTA class, in DOTA_CLASSES' order; other classes get one by a stable hash.
 PALETTE = (
     "#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45", "#fabed4",
@@ -73,28 +74,21 @@ def class_color(label: str) -> QColor:
     return QColor(PALETTE[index])
 
 
-def _field_type(value: Any) -> QVariant.Type:
-    if isinstance(value, bool):
-        return QVariant.Type.Bool
-    if isinstance(value, int):
-        return QVariant.Type.LongLong
-    if isinstance(value, float):
-        return QVariant.Type.Double
-    return QVariant.Type.String
+def _field_kind(value: Any) -> type:
+    """The Python type a field holds for a property's value (bool before int: a bool is an int)."""
+    return next((kind for kind in (bool, int, float) if isinstance(value, kind)), str)
 
 
 def fields_for(features: list[dict]) -> QgsFields:
     """The standard fields, then every other property in order of first appearance."""
-    fields = QgsFields()
-    known = {}
-    for name, kind in STANDARD_FIELDS:
-        fields.append(QgsField(name, kind))
-        known[name] = kind
+    kinds = dict(STANDARD_FIELDS)
     for feature in features:
         for name, value in (feature.get("properties") or {}).items():
-            if name not in known and value is not None:
-                known[name] = _field_type(value)
-                fields.append(QgsField(name, known[name]))
+            if name not in kinds and value is not None:
+                kinds[name] = _field_kind(value)
+    fields = QgsFields()
+    for name, kind in kinds.items():
+        fields.append(QgsField(name, QT_FIELD_TYPES[kind]))
     return fields
 
 
@@ -119,23 +113,24 @@ def geometry_from_geojson(geometry: dict | None) -> QgsGeometry | None:
     return None
 
 
-def _value(value: Any, kind: QVariant.Type) -> Any:
+def _field_kind_of(field: QgsField) -> type:
+    qt_type = field.metaType() if Qgis.QGIS_VERSION_INT >= 33800 else field.type()
+    return next((kind for kind, known in QT_FIELD_TYPES.items() if known == qt_type), str)
+
+
+def _value(value: Any, kind: type) -> Any:
+    """A property's value as a field of that kind holds it; ValueError or TypeError when it does not fit."""
     if value is None:
         return None
-    if kind == QVariant.Type.String:
+    if kind is str:
         return value if isinstance(value, str) else json.dumps(value)
-    if kind in (QVariant.Type.Int, QVariant.Type.LongLong):
-        return int(value)
-    if kind == QVariant.Type.Double:
-        return float(value)
-    if kind == QVariant.Type.Bool:
-        return bool(value)
-    return value
+    return kind(value)
 
 
 def qgs_features(features: list[dict], fields: QgsFields, geometry_type: int) -> tuple[list[QgsFeature], int]:
     """QgsFeatures of one geometry type, and how many features were skipped."""
     out, skipped = [], 0
+    kinds = [(field.name(), _field_kind_of(field)) for field in fields]
     for feature in features:
         geometry = geometry_from_geojson(feature.get("geometry"))
         if geometry is None or geometry.isNull() or QgsWkbTypes.geometryType(geometry.wkbType()) != geometry_type:
@@ -144,10 +139,9 @@ def qgs_features(features: list[dict], fields: QgsFields, geometry_type: int) ->
         qgs = QgsFeature(fields)
         qgs.setGeometry(geometry)
         properties = feature.get("properties") or {}
-        for index in range(fields.count()):
-            field = fields.at(index)
+        for index, (name, kind) in enumerate(kinds):
             try:
-                qgs.setAttribute(index, _value(properties.get(field.name()), field.type()))
+                qgs.setAttribute(index, _value(properties.get(name), kind))
             except (TypeError, ValueError):
                 qgs.setAttribute(index, None)
         out.append(qgs)

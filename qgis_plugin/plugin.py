@@ -5,7 +5,12 @@ from __future__ import annotations
 
 from qgis.core import QgsApplication
 from qgis.PyQt.QtCore import Qt
-from qgis.PyQt.QtWidgets import QAction, QDialog
+from qgis.PyQt.QtWidgets import QDialog
+
+try:  # Qt6 (QGIS 4) moved QAction to QtGui; Qt5's qgis.PyQt.QtGui does not have it
+    from qgis.PyQt.QtGui import QAction
+except ImportError:
+    from qgis.PyQt.QtWidgets import QAction
 
 from .controller import Controller
 from .dock import RSCoVLMDock

@@ -47,7 +47,7 @@ def button_of(controller: Controller) -> str:
 
 def nothing_added() -> bool:
     project = QgsProject.instance()
-    return project.layerTreeRoot().findGroup(GROUP_NAME) is None and all(layer.type() == layer.RasterLayer for layer in project.mapLayers().values())
+    return project.layerTreeRoot().findGroup(GROUP_NAME) is None and all(isinstance(layer, QgsRasterLayer) for layer in project.mapLayers().values())
 
 
 def run_to_end(controller: Controller, what: RunInput, timeout_s: float = 60.0) -> None:
