@@ -5,6 +5,7 @@
 reads an ExportTrainingRequest or FitTrainingRequest (backend.contract) as JSON on stdin, runs
 it as `rscovlm train export | fit` would, and reports on stdout, one JSON object a line:
 
+    {"event": "listening"}   (its stop signals are handled from here on)
     {"event": "progress", "progress": TrainingProgress}
     {"event": "done", "outputs": TrainingOutputs, "result": manifest (export) | metrics (fit)}
     {"event": "failed", "error": "<one line: the problem and the fix>"}
@@ -165,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     report = Reporter(protocol_stream())
     with StopOnSignal() as stop:
+        # A signal that came while the libraries were still importing could be lost (or swallowed
+        # by an import's bare except); the service signals only after this line.
+        report.send("listening")
         stop_with_parent()
         lower_priority(os.environ.get(NICENESS_ENVIRONMENT, DEFAULT_NICENESS))
         request = None

@@ -67,6 +67,8 @@ class TrainingJob:
         self.started: float | None = None
         self.finished: float | None = None
         self.process: subprocess.Popen | None = None
+        self.listening = False  # the child handles stop signals (its first protocol line)
+        self.stop_sent = False  # one SIGINT is a clean stop, a second would stop at once
         self.stderr: deque[str] = deque(maxlen=STDERR_LINES)
         self.lock = threading.Lock()
 
@@ -86,7 +88,9 @@ class TrainingJob:
         """One line of the runner's protocol."""
         with self.lock:
             kind = event.get("event")
-            if kind == "progress":
+            if kind == "listening":
+                self.listening = True
+            elif kind == "progress":
                 self.progress = TrainingProgress.model_validate(event["progress"])
             elif kind in ("done", "failed", "cancelled"):
                 self.outputs = TrainingOutputs.model_validate(event.get("outputs") or {})
@@ -106,6 +110,13 @@ class TrainingJob:
             last = next((line for line in reversed(list(self.stderr)) if line.strip()), "no output")
             self.error = f"the training process ended with status {returncode} without a result ({last.strip()[:300]}); see the server's log."
             self._end("failed")
+
+    def stop_signal_due(self) -> bool:
+        """Whether to send the child its one stop signal now (call under the lock): cancelling,
+        and the child listens; a signal sent before that could be lost."""
+        due = self.state == "cancelling" and self.listening and not self.stop_sent and self.process is not None
+        self.stop_sent = self.stop_sent or due
+        return due
 
     def cancel_queued(self, reason: str) -> bool:
         with self.lock:
@@ -197,11 +208,11 @@ class TrainingJobs:
     def _interrupt(self, job: TrainingJob) -> None:
         with job.lock:
             if job.state != "running":
-                return  # already cancelling: one SIGINT is a clean stop, a second would stop at once
+                return
             job.state = "cancelling"
-            process = job.process
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGINT)
+            due = job.stop_signal_due()  # if not yet, _run signals when the child says it listens
+        if due and job.process.poll() is None:
+            job.process.send_signal(signal.SIGINT)
 
     def _purge(self) -> None:
         limit = time.time() - self.result_ttl_s
@@ -236,9 +247,6 @@ class TrainingJobs:
         )  # fmt: skip
         with job.lock:
             job.process = process
-            cancelled_early = job.state == "cancelling"
-        if cancelled_early:
-            process.send_signal(signal.SIGINT)
         drain = threading.Thread(target=self._keep_stderr, args=(job, process), name=f"training-{job.id[:8]}-stderr", daemon=True)
         drain.start()
         try:
@@ -251,6 +259,10 @@ class TrainingJobs:
                 job.apply(json.loads(line))
             except (ValueError, KeyError, TypeError, ValidationError) as exc:
                 log.warning("training job %s: unreadable line from the runner (%s): %r", job.id, exc, line[:200])
+            with job.lock:
+                due = job.stop_signal_due()
+            if due:
+                process.send_signal(signal.SIGINT)
         returncode = process.wait()
         drain.join(5.0)
         job.end_of_process(returncode)
