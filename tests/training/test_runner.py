@@ -35,7 +35,8 @@ def test_export_reports_json_lines_then_the_manifest(scene, tmp_path):
                                     options=ExportTrainingOptions(tile_size=TILE, tile_overlap=OVERLAP, block_size=BLOCK))
     code, events, stderr = run_runner("export", request)
     assert code == 0, stderr
-    *progress, last = events
+    listening, *progress, last = events
+    assert listening == {"event": "listening"}
     assert progress and all(e["event"] == "progress" and e["progress"]["unit"] == "tiles" for e in progress)
     assert [e["progress"]["done"] for e in progress] == list(range(1, len(progress) + 1))
     assert last["event"] == "done" and last["outputs"]["dataset"] == str(out.resolve())
@@ -46,8 +47,8 @@ def test_bad_input_is_one_failed_line_and_exit_2(scene, tmp_path):
     path, _ = scene
     request = ExportTrainingRequest(raster=str(path), labels=str(path.with_suffix(".truth.gpkg")), class_field="kind", out=str(tmp_path / "x"))
     code, events, _ = run_runner("export", request)
-    assert code == 2 and len(events) == 1
-    assert events[0]["event"] == "failed" and events[0]["error"].startswith("--class-field 'kind' is not a field")
+    assert code == 2 and [e["event"] for e in events] == ["listening", "failed"]
+    assert events[1]["error"].startswith("--class-field 'kind' is not a field")
 
 
 def test_the_service_and_the_cli_share_export_defaults():
