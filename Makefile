@@ -14,9 +14,6 @@ TINY_MODEL := resources/models/tiny-random
 DEMO_MODEL := resources/models/demo
 DEMO_CLASSES := building,large vehicle,plane,ship,small vehicle,storage tank
 DEMO_QUESTION := What colour is the plane?
-# OpenMP threads that sleep instead of spinning while they wait: on a machine busy with other
-# work, spinning threads made CPU training and inference up to 7x slower (training/demo_model.py).
-CPU_ENV := OMP_WAIT_POLICY=PASSIVE
 # The plugin runs (and is tested) in QGIS's own Python: Debian's QGIS, GDAL and numpy 1.24, with
 # pytest-qgis in a venv that sees the system packages; the backend's .venv is never on its path.
 QGIS_VENV := .venv-qgis
@@ -52,17 +49,17 @@ $(TINY_MODEL)/config.json: | $(VENV)/.installed
 run: install $(SAMPLE)
 	@test -f $(DEMO_MODEL)/config.json || { echo "$(DEMO_MODEL) is missing: make demo-model trains it (about 90 minutes on 2 CPU cores)."; exit 2; }
 	@mkdir -p out
-	$(CPU_ENV) $(VENV)/bin/rscovlm detect $(SAMPLE) --classes "$(DEMO_CLASSES)" --batch-size 8 --max-new-tokens 640 -o out/detections.gpkg
-	$(CPU_ENV) $(VENV)/bin/rscovlm caption $(SAMPLE) -o out/caption.gpkg
-	$(CPU_ENV) $(VENV)/bin/rscovlm ask $(SAMPLE) --question "$(DEMO_QUESTION)" -o out/answer.gpkg
+	$(VENV)/bin/rscovlm detect $(SAMPLE) --classes "$(DEMO_CLASSES)" --batch-size 8 --max-new-tokens 640 -o out/detections.gpkg
+	$(VENV)/bin/rscovlm caption $(SAMPLE) -o out/caption.gpkg
+	$(VENV)/bin/rscovlm ask $(SAMPLE) --question "$(DEMO_QUESTION)" -o out/answer.gpkg
 	@echo
-	$(CPU_ENV) $(PY) -m training.demo_report --scene $(SAMPLE) --detections out/detections.gpkg --caption out/caption.gpkg \
+	$(PY) -m training.demo_report --scene $(SAMPLE) --detections out/detections.gpkg --caption out/caption.gpkg \
 		--answer out/answer.gpkg --question "$(DEMO_QUESTION)" --preview out/preview.png
 
 # The demo checkpoint from nothing: synthetic data, a from-scratch model, full training, scores,
 # model card (training/demo_model.py). Resumes where it stopped when run again.
 demo-model: install
-	$(CPU_ENV) $(PY) -m training.demo_model --data data/demo --run runs/demo --out $(DEMO_MODEL)
+	$(PY) -m training.demo_model --data data/demo --run runs/demo --out $(DEMO_MODEL)
 
 test: install
 	$(PY) -m pytest -q

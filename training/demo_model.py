@@ -202,8 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     for field in ("scenes", "zoom_scenes", "val_scenes", "val_zoom_scenes"):
         parser.add_argument("--" + field.replace("_", "-"), type=int, default=getattr(defaults, field), help="(data plan)")
     args = parser.parse_args(argv)
-    # OpenMP threads that spin while waiting made a training step up to 7x slower on a machine
-    # busy with other work; sleeping waits cost nothing on an idle one. Set before torch loads.
+    # OpenMP threads that sleep while they wait: with other PyTorch work on the machine, spinning
+    # ones made a training step 1.6x longer; on an idle machine sleeping costs ~17%
+    # (benchmarks/results/omp_wait.md). A long CPU run is rarely alone. Set before torch loads.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from training.config import parse_overrides
 
