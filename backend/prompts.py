@@ -59,7 +59,8 @@ MULTIPLE_CHOICE_SUFFIX = (
     "Respond with only the letter (A, B, C, D, or E) of the correct option.\nThe best answer is:"
 )
 
-# DOTA-v1.0 classes as users type them; offered by the CLI help and the plugin.
+# DOTA-v1.0 classes as users type them: what `--classes dota` stands for. (The plugin offers
+# DOTA-v2.0's eighteen in its class picker: qgis_plugin/task_request.py, QGIS's side of the process.)
 DOTA_CLASSES = (
     "plane",
     "ship",
