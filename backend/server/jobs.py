@@ -35,6 +35,7 @@ from backend.errors import Cancelled, UserError
 from backend.pipeline import TaskRun, drive
 from backend.prompts import CAPTION_PROMPT, Conversation, single_turn
 from backend.raster import crs_name
+from backend.server.job_table import JobTable
 
 log = logging.getLogger("rscovlm.server")
 
@@ -238,7 +239,7 @@ class QueuedEngine:
 Work = TaskJob | Turn
 
 
-class Scheduler:
+class Scheduler(JobTable[TaskJob]):
     def __init__(
         self,
         engine: Engine,
@@ -246,12 +247,10 @@ class Scheduler:
         result_ttl_s: float = 3600.0,
         max_jobs: int = 1000,
     ):
+        super().__init__(result_ttl_s)
         self.engine = engine
         self.reload = reload
-        self.result_ttl_s = result_ttl_s
         self.max_jobs = max_jobs
-        self.cond = threading.Condition()
-        self.jobs: dict[str, TaskJob] = {}  # every job kept: queued, running, and finished until its TTL
         self.queue: list[Work] = []  # active work, oldest first
         self.tick = 0  # advances at each submission and each batch; orders who waited longest
         self.batches = 0
@@ -326,16 +325,6 @@ class Scheduler:
         self.cond.notify_all()
         return turn
 
-    def get(self, job_id: str) -> TaskJob | None:
-        with self.cond:
-            self._purge()
-            return self.jobs.get(job_id)
-
-    def list(self) -> list[TaskJob]:
-        with self.cond:
-            self._purge()
-            return list(self.jobs.values())
-
     def cancel(self, job_id: str) -> TaskJob | None:
         """Cancel a queued or running job; a finished one is dropped (its result freed)."""
         with self.cond:
@@ -361,12 +350,6 @@ class Scheduler:
         active = sum(1 for w in self.queue if w.active)
         if active >= self.max_jobs:
             raise ServiceBusy(f"the queue is full ({active} jobs waiting or running); try again when some have finished.")
-
-    def _purge(self) -> None:
-        """Drop finished jobs older than the TTL (caller holds the lock)."""
-        limit = time.time() - self.result_ttl_s
-        for job_id in [j for j, job in self.jobs.items() if job.finished is not None and job.finished < limit]:
-            del self.jobs[job_id]
 
     def _drive_chain(self, job: TaskJob) -> None:
         job.chain_progress(0, job.run.total)

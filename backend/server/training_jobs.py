@@ -40,6 +40,7 @@ from backend.contract import (
     TrainingOutputs,
     TrainingProgress,
 )
+from backend.server.job_table import JobTable
 from backend.server.jobs import ServiceBusy
 
 log = logging.getLogger("rscovlm.server.training")
@@ -130,17 +131,15 @@ class TrainingJob:
         self.state, self.finished = state, time.time()
 
 
-class TrainingJobs:
+class TrainingJobs(JobTable[TrainingJob]):
     """The training queue and the thread that runs its jobs one after another."""
 
     def __init__(self, python: str = sys.executable, result_ttl_s: float = 3600.0, max_queued: int = 100, stop_timeout_s: float = 600.0):
+        super().__init__(result_ttl_s)
         self.python = python
-        self.result_ttl_s = result_ttl_s
         self.max_queued = max_queued
         self.stop_timeout_s = stop_timeout_s
-        self.jobs: dict[str, TrainingJob] = {}
         self.queue: deque[TrainingJob] = deque()
-        self.cond = threading.Condition()
         self.stopping = False
         self.thread: threading.Thread | None = None
 
@@ -180,16 +179,6 @@ class TrainingJobs:
             self.cond.notify_all()
             return job
 
-    def get(self, job_id: str) -> TrainingJob | None:
-        with self.cond:
-            self._purge()
-            return self.jobs.get(job_id)
-
-    def list(self) -> list[TrainingJob]:
-        with self.cond:
-            self._purge()
-            return list(self.jobs.values())
-
     def cancel(self, job_id: str) -> TrainingJob | None:
         """Cancel a queued job, stop a running one; a finished one is dropped."""
         with self.cond:
@@ -213,11 +202,6 @@ class TrainingJobs:
             due = job.stop_signal_due()  # if not yet, _run signals when the child says it listens
         if due and job.process.poll() is None:
             job.process.send_signal(signal.SIGINT)
-
-    def _purge(self) -> None:
-        limit = time.time() - self.result_ttl_s
-        for job_id in [j for j, job in self.jobs.items() if job.finished is not None and job.finished < limit]:
-            del self.jobs[job_id]
 
     def _loop(self) -> None:
         while True:
