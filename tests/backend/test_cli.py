@@ -89,10 +89,19 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(scene, tiny_checkpoint
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
-def test_model_is_required_until_a_demo_checkpoint_exists(scene):
-    from backend.cli.tasks import BUNDLED_MODEL
+def test_model_is_required_where_no_demo_checkpoint_is_installed(scene, tmp_path, monkeypatch, capsys):
+    from backend.cli import main as cli_main
+    from backend.cli import tasks
 
-    if (BUNDLED_MODEL / "config.json").exists():
-        pytest.skip("a bundled demo checkpoint is installed")
-    done = rscovlm("caption", scene[0])
-    assert done.returncode == 2 and "--model is required" in done.stderr
+    monkeypatch.setattr(tasks, "BUNDLED_MODEL", tmp_path / "no-demo-checkpoint")
+    assert cli_main(["caption", str(scene[0]), "--no-progress"]) == 2
+    assert "--model is required" in capsys.readouterr().err
+
+
+def test_the_bundled_demo_checkpoint_is_the_default_model():
+    import argparse
+
+    from backend.cli.tasks import BUNDLED_MODEL, resolve_model
+
+    assert resolve_model(argparse.Namespace(model=None)) == str(BUNDLED_MODEL)
+    assert resolve_model(argparse.Namespace(model="models/mine")) == "models/mine"
