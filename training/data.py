@@ -33,7 +33,8 @@ TASKS = ("detect", "ground", "caption", "classify", "vqa", "zoom", "chat")
 # Side scale range of the random rescaling; smart_resize then keeps the result in the pixel budget.
 RESCALE_RANGE = (0.5, 2.0)
 _SPEC = re.compile(r"^(?P<path>.+?)(?:\*(?P<repeat>\d+)|%(?P<percent>\d+(?:\.\d+)?))?$")
-_BOX_LINE = re.compile(r"^(-?\d+(?:,-?\d+){3}|-?\d+(?:,-?\d+){7}) (\S.*)$")
+# An answer line of a box (4 numbers) or a rotated box (8) and its label.
+BOX_LINE = re.compile(r"^(-?\d+(?:,-?\d+){3}|-?\d+(?:,-?\d+){7}) (\S.*)$")
 _LLAVA_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 
 
@@ -189,7 +190,7 @@ def rescale_answer(answer: str, sx: float, sy: float) -> str | None:
         if line.strip() == NO_OBJECTS:
             lines.append(line)
             continue
-        match = _BOX_LINE.match(line.strip())
+        match = BOX_LINE.match(line.strip())
         if not match:
             return None
         values = [int(v) for v in match.group(1).split(",")]

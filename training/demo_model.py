@@ -6,7 +6,8 @@
 3. fit     training.fit: every weight trained (training/configs/demo.yaml)
 4. publish the trained folder, with the task defaults it was trained for
            (rscovlm_task_defaults.json: pixel budget, detection tile), becomes --out
-5. eval    `rscovlm eval run` on the val split (backend.evaluation.run)
+5. eval    `rscovlm eval run` on the val split (backend.evaluation.run), and how well the model
+           predicts where, shape and class in the true box answers (training.localisation)
 6. card    --out/README.md: the command, wall times, machine load, parameters, scores
 
 Each step is skipped when its result is there (the fit resumes from its last checkpoint), so an
@@ -171,9 +172,15 @@ def run(data: Path, run_folder: Path, out: Path, overrides: dict, plan: DemoData
         timings.pop("eval", None)
         _timed(timings, "eval", timings_path, lambda: evaluate(out, data, run_folder / "eval"))
     report = json.loads(report_path.read_text())
+    localisation_path = run_folder / "eval" / "localisation.json"
+    if not localisation_path.is_file():
+        from training.localisation import measure
+
+        write_text(localisation_path, json.dumps(measure(out, data), indent=2) + "\n")
     from training.model_card import write_model_card
 
-    write_model_card(out, report, summary, timings, _machine(), json.loads((data / "manifest.json").read_text()), overrides)
+    write_model_card(out, report, summary, timings, _machine(), json.loads((data / "manifest.json").read_text()), overrides,
+                     json.loads(localisation_path.read_text()))
     return report
 
 

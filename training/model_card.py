@@ -16,24 +16,30 @@ BARS = (
     ("classification", "accuracy", "scene classification accuracy", 0.9),
     ("zoom", "accuracy", "Zoom-in Chain question accuracy (10,240-12,288 px mosaics)", 0.7),
     ("vqa", "accuracy", "VQA accuracy (tiles and scene views)", None),
-    ("captioning", "CIDEr", "captioning CIDEr-D", None),
+    ("captioning", "CIDEr", "captioning CIDEr-D (x100)", None),
 )
 # What limited the scores, as observed in the run this card describes (edited by hand after a
 # run: numbers alone do not say why).
 LIMITS = """\
-- What, not where: the model learned which classes a view holds and about how many
-  (252 buildings predicted where there are 242, 1,350 small vehicles for 1,180; captions count
-  well), the kind of scene and the colours, but hardly where things are: on four unseen scenes
-  the median distance from a box's centre to the nearest object was 12-25 m, against 15-37 m
-  for points placed at random (0.3 m per pixel). Many boxes are slivers of the wrong shape, and
-  some answers repeat a few positions whatever the image. Detection, grounding and the zoom tool
-  call (a box on the object asked about) need IoU over 0.5, and fail. The training loss
-  flattened at about 1 nat per answer token from step ~1,500 (detection and grounding answers
-  are mostly coordinate digits).
-- Compute: localisation is what a vision-language model trained from random weights learns last,
-  and 90 CPU minutes buy this 6.4M-parameter model 3,600 steps of 8 samples (about 1.5 epochs).
-  Next to try: many more steps (a GPU), a detection-and-grounding-only phase before co-training,
-  a deeper language model.
+- What, not where: the table above. The class of each box is nearly certain and, given its
+  first corner, the rest of a box is placed within a few pixels (its size and angle are
+  learned), but the first corner, where the object is, costs almost what a uniform guess over
+  the view does: detection gains 0.9 nats per coordinate over chance (about which third of the
+  view), grounding 0.3. It counts well (252 buildings predicted where there are 242, 1,350 small
+  vehicles for 1,180; the captions count), knows the kind of scene and the colours, but on four
+  unseen scenes the median distance from a box's centre to the nearest object was 12-25 m,
+  against 15-37 m for points placed at random (0.3 m per pixel). Detection, grounding and the
+  zoom tool call (a box on the object asked about) need IoU over 0.5, and fail.
+- Why "where" is the hard part: Qwen2.5-VL has no absolute position embedding; image tokens
+  carry rotary (relative) positions only, so a model must learn to read where a token sits, e.g.
+  from its offset to the text before the image. Pretraining at scale teaches that; 3,600 steps
+  from random weights taught little of it. The training loss flattened at about 1 nat per answer
+  token from step ~1,500. A 400-step probe (detection and grounding only) with one token per whole number (a coordinate as one
+  choice, as in Pix2Seq or Florence-2) was no better on "where" than digit-by-digit spelling
+  (4.9 vs 5.1 nats, uniform 5.4): too short to tell, not tried at full length.
+- Compute: 90 CPU minutes buy this 6.4M-parameter model 3,600 steps of 8 samples (about 1.5
+  epochs). Next to try: many more steps (a GPU), a detection-and-grounding-only phase before
+  co-training, a deeper language model.
 - Only the synthetic world: six classes, five kinds of place, a palette of eight colours, flat
   textures. Real imagery is outside what it has seen: it answers, but the answers mean nothing."""
 
@@ -70,7 +76,25 @@ def _step_name(name: str, timing: dict) -> str:
     return name if parts <= 1 else f"{name} ({parts} parts: interrupted, resumed from its last checkpoint)"
 
 
-def write_model_card(folder: Path, report: dict, summary: dict, timings: dict, machine: dict, manifest: dict, overrides: dict) -> Path:
+def _localisation_table(localisation: dict) -> str:
+    """training.localisation's parts of the box answers, one column per task."""
+    tasks = [(task, localisation[task]) for task in ("detect", "ground") if task in localisation]
+    if not tasks:
+        return "(not measured)"
+
+    def cell(value) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
+    header = "| nats (teacher-forced, validation split) | " + " | ".join(f"{t} ({r['objects']} objects)" for t, r in tasks) + " |"
+    lines = [header, "|---|" + "---|" * len(tasks)]
+    for label, key in (("where: first corner, per coordinate", "where_nats"), ("where, guessing uniformly over the view", "uniform_where_nats"),
+                       ("shape: the other corners given the first, per coordinate", "shape_nats"), ("what: class words per object", "what_nats_per_object")):
+        lines.append(f"| {label} | " + " | ".join(cell(r.get(key)) for _, r in tasks) + " |")
+    return "\n".join(lines)
+
+
+def write_model_card(folder: Path, report: dict, summary: dict, timings: dict, machine: dict, manifest: dict, overrides: dict,
+                     localisation: dict | None = None) -> Path:
     config = summary.get("config", {})
     scratch = json.loads((folder / "config.json").read_text())
     text, vision = scratch.get("text_config", {}), scratch.get("vision_config", {})
@@ -173,6 +197,11 @@ Detection per class (AP_nc: every box scores 1, VOC07 11-point AP at rotated IoU
 Zoom-in Chain outcomes: {json.dumps(zoom.get('outcomes', {}))}.
 
 ## What limited it
+
+How well it predicts each part of the true box answers (`training/localisation.py`; lower is
+better, 0 is certainty):
+
+{_localisation_table(localisation or {})}
 
 {LIMITS}
 """
