@@ -1,8 +1,8 @@
-"""Where, shape and what: how well a checkpoint predicts each part of its detection answers.
+"""Where, shape and what: how well a checkpoint predicts each part of its box answers.
 
-A detection answer line is `x1,y1,x2,y2,x3,y3,x4,y4 class` (grounding: `x1,y1,x2,y2 phrase`). Scored teacher-forced (the model
-sees the true answer so far and is asked for the next token), its negative log-likelihood
-splits into three parts that fail for different reasons:
+A detection answer line is `x1,y1,x2,y2,x3,y3,x4,y4 class`, a grounding one `x1,y1,x2,y2 phrase`.
+Scored teacher-forced (the model sees the true answer so far and is asked for the next token),
+its negative log-likelihood splits into three parts that fail for different reasons:
 - where: the first corner (x1, y1), i.e. where the object is, in nats per coordinate, beside
   ln(view side), what guessing uniformly over the view would cost;
 - shape: the other coordinates given the first, i.e. the box's size (and angle);
