@@ -35,9 +35,9 @@ LIMITS = """\
   from its offset to the text before the image. Pretraining at scale teaches that; 3,600 steps
   from random weights taught little of it, and the training loss flattened at about 1 nat per
   answer token from step ~1,500. Two probes of 1,500 steps on detection and grounding alone
-  learned "where" no faster: 4.75 nats spelling coordinates digit by digit, 4.98 with one token
-  per whole number (a coordinate as one choice, as in Pix2Seq or Florence-2), against 4.55 for
-  this model after 3,600 co-training steps.
+  showed no sign of the step change the bars need: 4.75 nats on "where" spelling coordinates
+  digit by digit, 4.98 with one token per whole number (a coordinate as one choice, as in
+  Pix2Seq or Florence-2), against 4.55 for this model after 3,600 co-training steps.
 - Compute: 90 CPU minutes buy this 6.4M-parameter model 3,600 steps of 8 samples (about 1.5
   epochs); two training processes instead of one two-threaded one would give at most ~1.3x more
   on these two cores. Next to try: many more steps on a GPU, a deeper language model.
