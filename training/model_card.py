@@ -30,14 +30,15 @@ LIMITS = """\
   unseen scenes the median distance from a box's centre to the nearest object was 12-25 m,
   against 15-37 m for points placed at random (0.3 m per pixel). Detection, grounding and the
   zoom tool call (a box on the object asked about) need IoU over 0.5, and fail.
-- Why "where" is the hard part: Qwen2.5-VL has no absolute position embedding; image tokens
-  carry rotary (relative) positions only, so a model must learn to read where a token sits, e.g.
-  from its offset to the text before the image. Pretraining at scale teaches that; 3,600 steps
-  from random weights taught little of it, and the training loss flattened at about 1 nat per
-  answer token from step ~1,500. Two probes of 1,500 steps on detection and grounding alone
-  showed no sign of the step change the bars need: 4.75 nats on "where" spelling coordinates
-  digit by digit, 4.98 with one token per whole number (a coordinate as one choice, as in
-  Pix2Seq or Florence-2), against 4.55 for this model after 3,600 co-training steps.
+- Why: reading where a particular object sits in the image and spelling it out as numbers is
+  what a vision-language model trained from random weights learns last. The training loss
+  flattened at about 1 nat per answer token from step ~1,500. Probes of what might speed it up,
+  each on detection and grounding alone, scored with the table's "where": a fixed 2-D position
+  code added to every image token (Qwen2.5-VL's image tokens carry only rotary, relative
+  positions) made no difference after 600 steps (4.88 nats with it, 4.91 without); after 1,500
+  steps, coordinates spelt digit by digit reached 4.75 and one token per whole number (a
+  coordinate as one choice, as in Pix2Seq or Florence-2) 4.98, against 4.55 for this model after
+  3,600 co-training steps. None showed the step change the bars need.
 - Compute: 90 CPU minutes buy this 6.4M-parameter model 3,600 steps of 8 samples (about 1.5
   epochs); two training processes instead of one two-threaded one would give at most ~1.3x more
   on these two cores. Next to try: many more steps on a GPU, a deeper language model.
