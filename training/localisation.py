@@ -81,20 +81,23 @@ def box_answer_nll(model, processor, data: Mixture, indices: list[int], batch_si
             examples = [data[i] for i in chunk]
             batch = collator(examples)
             labels = batch.pop("labels")
-            log_probs = torch.log_softmax(model(**batch).logits[:, :-1].float(), dim=-1)
+            logits = model(**batch).logits[:, :-1]
             targets = labels[:, 1:]
             for row, example in enumerate(examples):
-                positions = (targets[row] != IGNORE_INDEX).nonzero().flatten().tolist()
-                answer = example.messages[-1]["content"]
-                ends, text = [], ""
-                for p in positions:
-                    text += tokenizer.decode([int(targets[row, p])])
-                    ends.append(len(text))
-                parts, boxes, shape, lines_skipped = token_parts(answer, ends)
+                positions = (targets[row] != IGNORE_INDEX).nonzero().flatten()
+                answer_ids = targets[row, positions]
+                # the loss at the answer's tokens only: a released checkpoint's vocabulary is
+                # 150k wide: a log-softmax over every position of a batch takes gigabytes
+                nll = torch.nn.functional.cross_entropy(logits[row, positions].float(), answer_ids, reduction="none").tolist()
+                ends, length = [], 0
+                for piece in tokenizer.batch_decode([[token] for token in answer_ids.tolist()]):
+                    length += len(piece)
+                    ends.append(length)
+                parts, boxes, shape, lines_skipped = token_parts(example.messages[-1]["content"], ends)
                 skipped += lines_skipped
-                for p, part in zip(positions, parts):
+                for value, part in zip(nll, parts):
                     if part is not None:
-                        totals[part].nats -= float(log_probs[row, p, targets[row, p]])
+                        totals[part].nats += value
                 totals["where"].count += 2 * boxes
                 totals["shape"].count += shape
                 totals["what"].count += boxes
