@@ -21,7 +21,9 @@ class TaskOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     tile_size: int = Field(DEFAULT_TILE_SIZE, ge=56, le=4096, description="detection tile side, pixels at the working GSD")
-    tile_overlap: int = Field(DEFAULT_TILE_OVERLAP, ge=0, description="overlap of neighbouring detection tiles, pixels")
+    tile_overlap: int | None = Field(
+        None, ge=0, description=f"overlap of neighbouring detection tiles, pixels; default: a quarter of the tile, at most {DEFAULT_TILE_OVERLAP}"
+    )
     gsd: float | None = Field(None, gt=0, description="resample to this many metres per pixel; default: native")
     bands: list[int] | None = Field(None, description="1-based band numbers: one (grey) or three (R,G,B)")
     box_form: Literal["polygon", "rbox", "hbox"] = Field("polygon", description="detection answer form asked for")
@@ -38,7 +40,7 @@ class TaskOptions(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> TaskOptions:
-        if self.tile_overlap >= self.tile_size:
+        if self.tile_overlap is not None and self.tile_overlap >= self.tile_size:
             raise ValueError(f"tile_overlap ({self.tile_overlap}) must be smaller than tile_size ({self.tile_size})")
         if self.min_pixels > self.max_pixels:
             raise ValueError("min_pixels must not exceed max_pixels")
@@ -225,6 +227,16 @@ class RasterUpload(BaseModel):
     bytes: int
 
 
+class ModelDefaultsInfo(BaseModel):
+    """What a request gets for the options it leaves unset: the checkpoint's declarations
+    (rscovlm_task_defaults.json), then MODEL_IO's defaults."""
+
+    options: TaskOptions = Field(description="every task option as a request that sets none of them gets it")
+    declared: list[str] = Field(default_factory=list, description="the options the checkpoint (or its adapter) declares")
+    classes: list[str] = Field(description="the detection classes the model was trained on (DOTA-v1.0's unless it declares its own)")
+    sources: list[str] = Field(default_factory=list, description="the files the declarations come from")
+
+
 class ModelInfo(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -235,6 +247,7 @@ class ModelInfo(BaseModel):
     dtype: str | None = None
     quantize: str | None = None
     memory: dict[str, Any] = Field(default_factory=dict, description="bytes: GPU allocated/peak, or the process's RSS")
+    defaults: ModelDefaultsInfo | None = Field(None, description="the options and classes requests get from this model")
 
 
 class Health(BaseModel):

@@ -30,7 +30,7 @@ from backend.prompts import (
     zoom_request,
 )
 from backend.raster import PixelWindow, RasterSource, crs_name
-from backend.resolution import FACTOR, plan_tiles, view_size
+from backend.resolution import FACTOR, default_tile_overlap, plan_tiles, view_size
 from backend.zoom import decide_zoom, zoom_chain
 
 DEFAULT_MAX_NEW_TOKENS = {"detect": 1024, "ground": 64, "caption": 128, "classify": 32, "ask": 64}
@@ -78,7 +78,8 @@ def plan_views(source: RasterSource, window: PixelWindow, request: TaskRequest) 
         # well inside the random rescaling it was trained with.
         budget_side = view_size(options.tile_size, options.tile_size, options.min_pixels, options.max_pixels)[0]
         tile_side = min(max(FACTOR, round(options.tile_size / FACTOR) * FACTOR), max(budget_side, FACTOR))
-        overlap = min(options.tile_overlap, tile_side // 2)
+        overlap = options.tile_overlap if options.tile_overlap is not None else default_tile_overlap(options.tile_size)
+        overlap = min(overlap, tile_side // 2)
         views = []
         for tile in plan_tiles(work_w, work_h, tile_side, overlap):
             out_h, out_w = view_size(tile.height, tile.width, options.min_pixels, options.max_pixels)

@@ -24,6 +24,11 @@ DEFAULT_TILE_SIZE = 512
 DEFAULT_TILE_OVERLAP = 128
 
 
+def default_tile_overlap(tile_size: int) -> int:
+    """The overlap of a tile size no one chose an overlap for: a quarter of it, at most 128 px."""
+    return min(DEFAULT_TILE_OVERLAP, tile_size // 4)
+
+
 def smart_resize(
     height: int, width: int, factor: int = FACTOR, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS
 ) -> tuple[int, int]:

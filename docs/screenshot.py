@@ -1,7 +1,8 @@
 """Run by the QGIS desktop app (`qgis --code docs/screenshot.py`, see `make screenshot`): with the
 plugin installed from dist/rscovlm_qgis.zip into a throwaway profile, add the sample raster,
-open the RSCoVLM dock, start the local backend from the plugin, ask two questions, and save a
-picture of the main window to $RSCOVLM_SHOT_OUT. Then stop the backend and quit.
+open the RSCoVLM dock, start the local backend from the plugin, detect every class the model
+knows, describe the scene and ask a question through the Zoom-in Chain, and save a picture of
+the main window to $RSCOVLM_SHOT_OUT. Then stop the backend and quit.
 
 Settings come from the environment: RSCOVLM_SHOT_RASTER, RSCOVLM_SHOT_COMMAND (the backend's
 `rscovlm`), RSCOVLM_SHOT_MODEL, RSCOVLM_SHOT_OUT.
@@ -10,8 +11,9 @@ Settings come from the environment: RSCOVLM_SHOT_RASTER, RSCOVLM_SHOT_COMMAND (t
 import os
 import sys
 
-from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsRectangle
-from qgis.PyQt.QtCore import QTimer
+from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
+from qgis.PyQt.QtCore import Qt, QTimer
+from qgis.PyQt.QtWidgets import QDockWidget
 from qgis.utils import iface, plugins
 
 GIVE_UP_MS = 600_000
@@ -21,12 +23,15 @@ def finish(status: int) -> None:
     plugin = plugins.get("rscovlm_qgis")
     if plugin is not None and plugin.controller is not None:
         plugin.controller.stop_backend()
-    QgsProject.instance().setDirty(False)
+    # QGIS 3.40 crashes in exit() while the project holds a layer group: empty it first.
+    QgsProject.instance().clear()
     QgsApplication.exit(status)
 
 
 def shoot() -> None:
     QgsApplication.processEvents()
+    for item in iface.messageBar().items():
+        print(f"screenshot: message bar: {item.title()}: {item.text()}", file=sys.stderr)
     picture = iface.mainWindow().grab()
     ok = picture.save(os.environ["RSCOVLM_SHOT_OUT"])
     print(f"screenshot: saved {os.environ['RSCOVLM_SHOT_OUT']} ({picture.width()}x{picture.height()}): {ok}", file=sys.stderr)
@@ -42,6 +47,11 @@ def main() -> None:
 
     window = iface.mainWindow()
     window.resize(1600, 1000)
+    browser, layers = window.findChild(QDockWidget, "Browser"), window.findChild(QDockWidget, "Layers")
+    if browser is not None:
+        browser.hide()  # room for the Layers panel, where the results and their legend are
+    if layers is not None:
+        window.resizeDocks([layers], [330], Qt.Orientation.Horizontal)
     raster = QgsRasterLayer(os.environ["RSCOVLM_SHOT_RASTER"], "scene (sample)")
     QgsProject.instance().addMapLayer(raster)
     iface.mapCanvas().setExtent(raster.extent())
@@ -63,20 +73,21 @@ def main() -> None:
 
     def detect() -> None:
         dock.task_combo.setCurrentIndex(dock.task_combo.findData("detect"))
-        dock.dota_classes.setCheckedItems(["plane", "ship", "small vehicle", "storage tank"])
+        dock.dota_classes.setCheckedItems([dock.dota_classes.itemText(i) for i in range(dock.dota_classes.count())])
         dock.extent_combo.setCurrentIndex(dock.extent_combo.findData("layer"))
         dock.run()
 
-    def ask() -> None:
-        e = raster.extent()
-        dock.drawn_extent = QgsRectangle(e.xMinimum() + e.width() * 0.15, e.yMinimum() + e.height() * 0.45, e.xMinimum() + e.width() * 0.55, e.yMinimum() + e.height() * 0.85)
-        dock.drawn_crs = raster.crs()
-        dock.task_combo.setCurrentIndex(dock.task_combo.findData("ask"))
-        dock.text_edit.setText("How many planes are parked?")
-        dock.extent_combo.setCurrentIndex(dock.extent_combo.findData("drawn"))
+    def describe() -> None:
+        dock.task_combo.setCurrentIndex(dock.task_combo.findData("caption"))
         dock.run()
 
-    questions.extend([detect, ask])
+    def ask() -> None:
+        dock.task_combo.setCurrentIndex(dock.task_combo.findData("ask"))
+        dock.text_edit.setText(os.environ.get("RSCOVLM_SHOT_QUESTION", "What colour is the plane?"))
+        dock.zoom.setCurrentText("on")
+        dock.run()
+
+    questions.extend([detect, describe, ask])
 
     def on_status(state: str, text: str) -> None:
         print(f"screenshot: backend {state}: {text}", file=sys.stderr)

@@ -9,22 +9,20 @@ its server file), like the dock.
 from __future__ import annotations
 
 from qgis.core import (
+    Qgis,
     QgsFeatureSink,
-    QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingLayerPostProcessorInterface,
     QgsProcessingOutputString,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
-    QgsWkbTypes,
 )
 
 from .client import BackendError, resolve_connection
@@ -93,22 +91,24 @@ class TaskAlgorithm(QgsProcessingAlgorithm):
         advanced = []
         if self.TASK == "detect":
             advanced.append(
-                QgsProcessingParameterNumber(self.TILE_SIZE, "Tile size (pixels)", QgsProcessingParameterNumber.Type.Integer, 512, False, 56, 4096)
+                QgsProcessingParameterNumber(
+                    self.TILE_SIZE, "Tile size, pixels (0: the tile the model was trained on)", Qgis.ProcessingNumberParameterType.Integer, 0, False, 0, 4096
+                )
             )
         advanced.append(
-            QgsProcessingParameterNumber(self.GSD, "Ground sampling distance, m/pixel (0: native)", QgsProcessingParameterNumber.Type.Double, 0.0, True, 0.0)
+            QgsProcessingParameterNumber(self.GSD, "Ground sampling distance, m/pixel (0: native)", Qgis.ProcessingNumberParameterType.Double, 0.0, True, 0.0)
         )
         if self.TASK in ("ground", "ask"):
             advanced.append(QgsProcessingParameterEnum(self.ZOOM, "Zoom-in Chain", list(ZOOM_CHOICES), False, 0))
         advanced.append(
             QgsProcessingParameterNumber(
-                self.PIXEL_SIZE, "Pixel size for layers without a file (layer units; 0: automatic)", QgsProcessingParameterNumber.Type.Double, 0.0, True, 0.0
+                self.PIXEL_SIZE, "Pixel size for layers without a file (layer units; 0: automatic)", Qgis.ProcessingNumberParameterType.Double, 0.0, True, 0.0
             )
         )
         for parameter in advanced:
-            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            parameter.setFlags(parameter.flags() | Qgis.ProcessingParameterFlag.Advanced)
             self.addParameter(parameter)
-        self.addParameter(QgsProcessingParameterFeatureSink(self.OUTPUT, TITLES[self.TASK], QgsProcessing.SourceType.TypeVectorPolygon))
+        self.addParameter(QgsProcessingParameterFeatureSink(self.OUTPUT, TITLES[self.TASK], Qgis.ProcessingSourceType.VectorPolygon))
         if kind.text_answer:
             self.addOutput(QgsProcessingOutputString(self.ANSWER, "Answer"))
 
@@ -132,7 +132,7 @@ class TaskAlgorithm(QgsProcessingAlgorithm):
             classes = split_classes(self.parameterAsString(parameters, self.CLASSES, context)) if kind.needs == "classes" else None
             text = self.parameterAsString(parameters, self.TEXT, context) if kind.needs in ("expression", "question") else ""
             zoom = ZOOM_CHOICES[self.parameterAsEnum(parameters, self.ZOOM, context)] if self.TASK in ("ground", "ask") else None
-            tile = self.parameterAsInt(parameters, self.TILE_SIZE, context) if self.TASK == "detect" else None
+            tile = (self.parameterAsInt(parameters, self.TILE_SIZE, context) or None) if self.TASK == "detect" else None
             gsd = self.parameterAsDouble(parameters, self.GSD, context) or None
             body = build_request(self.TASK, raster.file or "", raster.extent_tuple(), raster.crs_text, classes, text, tile, gsd, zoom)
             connection = resolve_connection(settings)
@@ -152,10 +152,10 @@ class TaskAlgorithm(QgsProcessingAlgorithm):
         answer, zoom_regions = split_roles(result.get("features") or [])
         features = answer + zoom_regions
         fields = fields_for(features)
-        sink, dest = self.parameterAsSink(parameters, self.OUTPUT, context, fields, QgsWkbTypes.Type.Polygon, crs_from_text(result.get("crs")))
+        sink, dest = self.parameterAsSink(parameters, self.OUTPUT, context, fields, Qgis.WkbType.Polygon, crs_from_text(result.get("crs")))
         if sink is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
-        qgs, skipped = qgs_features(features, fields, QgsWkbTypes.GeometryType.PolygonGeometry)
+        qgs, skipped = qgs_features(features, fields, Qgis.GeometryType.Polygon)
         sink.addFeatures(qgs, QgsFeatureSink.Flag.FastInsert)
         if skipped:
             feedback.pushWarning(f"{skipped} feature(s) had no usable polygon and were left out.")

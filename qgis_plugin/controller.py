@@ -23,10 +23,10 @@ from .diagnostics import diagnostics_text
 from .jobs import JobTask, StatusTask, log
 from .layers import (
     STYLES,
-    TITLES,
     add_to_results,
     build_layer,
     crs_from_text,
+    describe_layer,
     remove_from_results,
     replace_features,
     save_geopackage,
@@ -36,7 +36,7 @@ from .messages import Notifier
 from .process import LocalBackend
 from .raster_input import InputProblem, prepare_raster
 from .settings import PluginSettings
-from .task_request import TASKS, RequestProblem, build_request, describe_request
+from .task_request import TASKS, RequestProblem, build_request, describe_request, request_abstract, short_name
 
 
 @dataclass
@@ -80,7 +80,7 @@ class Controller(QObject):
     status_changed = pyqtSignal(str, str)  # state ('stopped', 'starting', 'running', 'error'), text
     running_changed = pyqtSignal(bool)
     progressed = pyqtSignal(int, int)
-    answered = pyqtSignal(str, str)  # question, answer (text tasks)
+    answered = pyqtSignal(str, str)  # question, answer (the text, or what a layer holds)
     history_changed = pyqtSignal()
     layers_changed = pyqtSignal()
 
@@ -100,6 +100,7 @@ class Controller(QObject):
         self._partial: QgsVectorLayer | None = None
         self._question = ""
         self._raster_name = ""
+        self._jobs_run = 0  # numbers the answers' layers: no two look alike, cancelled ones included
 
     # --- the backend ---
 
@@ -129,10 +130,10 @@ class Controller(QObject):
         self.notifier.success(f"The local backend is ready at {connection.url}.")
         self.refresh_status()
 
-    def _backend_failed(self, message: str) -> None:
+    def _backend_failed(self, message: str, kind: str) -> None:
         self.backend_status = None
         self.status_changed.emit("error", message)
-        self.notifier.error(message, "backend")
+        self.notifier.error(message, kind)
 
     def refresh_status(self) -> None:
         """Ask /health and /model in a task; the answer arrives through status_changed."""
@@ -159,11 +160,21 @@ class Controller(QObject):
         self.backend_status = {"health": task.health, "model": task.model, "url": task.connection.url, "source": task.connection.source}
         self.status_changed.emit("running", describe_backend(task.connection, task.model or {}))
 
+    def model_defaults(self) -> dict:
+        """What the backend's model was trained on (GET /model: the options a request gets when
+        it sets none, the detection classes); {} until a backend has answered."""
+        model = (self.backend_status or {}).get("model") or {}
+        return model.get("defaults") or {}
+
     # --- a job ---
 
     @property
     def running(self) -> bool:
         return self.task is not None
+
+    def question(self) -> str:
+        """The job running or run last, as the history shows it."""
+        return self._question
 
     def run(self, what: RunInput) -> bool:
         """Check the input and start the job; False (with a message bar entry) when it cannot."""
@@ -186,6 +197,7 @@ class Controller(QObject):
         self._question = describe_request(body)
         self._raster_name = raster.layer_name
         self._partial = None
+        self._jobs_run += 1
         self.task = JobTask(
             f"RSCoVLM: {self._question} on {raster.layer_name}",
             connection,
@@ -207,17 +219,21 @@ class Controller(QObject):
         if self.task is not None:
             self.task.cancel()
 
-    def _layer_name(self, task: str) -> str:
-        return f"{TITLES[task]} – {self._question.split(': ', 1)[-1]} ({self._raster_name})"
+    def _layer_name(self, body: dict, task: str | None = None) -> str:
+        return short_name(body, self._jobs_run, task)
+
+    def _describe(self, layer: QgsVectorLayer, body: dict, model: str | None) -> None:
+        describe_layer(layer, f"{self._question} ({self._raster_name})", request_abstract(body, self._raster_name, model))
 
     def _show_partial(self, status: dict) -> None:
         """Features merged so far, while the job runs (detection tiles, mainly)."""
         if self.task is None:
             return
         answer, _ = split_roles(status.get("features") or [])
-        task = self.task.body["task"]
+        body = self.task.body
         if self._partial is None:
-            self._partial, _ = build_layer(self._layer_name(task) + " (running)", answer, status.get("crs"), STYLES[task])
+            self._partial, _ = build_layer(self._layer_name(body) + " (running)", answer, status.get("crs"), STYLES[body["task"]])
+            self._describe(self._partial, body, None)
             add_to_results(self.project, self._partial)
         else:
             replace_features(self._partial, answer)
@@ -237,21 +253,23 @@ class Controller(QObject):
         error = task.error
         if getattr(error, "kind", "") == "cancelled":
             if partial is not None and partial.featureCount():
-                partial.setName(partial.name().replace(" (running)", " (cancelled: partial)"))
+                partial.setName(partial.name().replace(" (running)", " (cancelled)"))
                 self.result_layers.append(partial)
             elif partial is not None:
                 remove_from_results(self.project, partial)
+            self.answered.emit(self._question, f"Cancelled ({partial.featureCount() if partial is not None else 0} feature(s) kept).")
             self.notifier.info(f"Cancelled: {self._question}.")
             return
         if partial is not None:
             remove_from_results(self.project, partial)
+        self.answered.emit(self._question, f"Failed: {error}")
         self.notifier.error(str(error), getattr(error, "kind", "failed"))
 
     def _done(self, task: JobTask, partial: QgsVectorLayer | None) -> None:
         result = task.status.get("result") or {}
         kind = result.get("task", task.body["task"])
         answer, zoom = split_roles(result.get("features") or [])
-        name = self._layer_name(kind)
+        name = self._layer_name(task.body)
         skipped = 0
         if partial is not None and partial.crs() == crs_from_text(result.get("crs")):
             layer = partial
@@ -262,9 +280,11 @@ class Controller(QObject):
                 remove_from_results(self.project, partial)
             layer, skipped = build_layer(name, answer, result.get("crs"), STYLES[kind])
             add_to_results(self.project, layer)
+        self._describe(layer, task.body, result.get("model"))
         self.result_layers.append(layer)
         if zoom:
-            zoom_layer, zoom_skipped = build_layer(self._layer_name("zoom"), zoom, result.get("crs"), STYLES["zoom"])
+            zoom_layer, zoom_skipped = build_layer(self._layer_name(task.body, "zoom"), zoom, result.get("crs"), STYLES["zoom"])
+            self._describe(zoom_layer, task.body, result.get("model"))
             add_to_results(self.project, zoom_layer)
             self.result_layers.append(zoom_layer)
             skipped += zoom_skipped
@@ -280,9 +300,11 @@ class Controller(QObject):
             self.answered.emit(self._question, shown)
             self.notifier.success(f"{self._question} → {shown[:200]}")
         else:
+            found = f"{layer.featureCount()} feature(s) in '{name}'"
             self.history.append(HistoryEntry(self._question, f"{layer.featureCount()} feature(s)", name))
             self.history_changed.emit()
-            self.notifier.success(f"{self._question}: {layer.featureCount()} feature(s) in '{name}'.")
+            self.answered.emit(self._question, found)
+            self.notifier.success(f"{self._question}: {found}.")
 
     # --- results and reports ---
 

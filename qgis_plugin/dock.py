@@ -4,7 +4,7 @@ Widgets only: what happens is the controller's."""
 
 from __future__ import annotations
 
-from qgis.core import QgsGeometry, QgsMapLayerProxyModel, QgsRectangle, QgsWkbTypes
+from qgis.core import Qgis, QgsGeometry, QgsRectangle
 from qgis.gui import QgsCheckableComboBox, QgsDoubleSpinBox, QgsMapLayerComboBox, QgsMapToolExtent, QgsRubberBand
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QColor
@@ -34,6 +34,7 @@ from .settings import ZOOM_CHOICES
 from .task_request import DOTA_CLASSES, TASK_KINDS, TASKS, split_classes
 
 EXTENT_CANVAS, EXTENT_LAYER, EXTENT_DRAWN = "canvas", "layer", "drawn"
+MODEL_DEFAULT = "model default"
 STATUS_COLORS = {"running": "#2e7d32", "starting": "#f9a825", "stopped": "#757575", "error": "#c62828"}
 
 
@@ -49,7 +50,7 @@ class RSCoVLMDock(QDockWidget):
         self.previous_tool = None
         self.extent_tool = QgsMapToolExtent(self.canvas)
         self.extent_tool.extentChanged.connect(self._extent_drawn)
-        self.rubber_band = QgsRubberBand(self.canvas, QgsWkbTypes.GeometryType.PolygonGeometry)
+        self.rubber_band = QgsRubberBand(self.canvas, Qgis.GeometryType.Polygon)
         self.rubber_band.setColor(QColor(255, 140, 0, 200))
         self.rubber_band.setFillColor(QColor(255, 140, 0, 30))
         self.rubber_band.setWidth(2)
@@ -63,6 +64,9 @@ class RSCoVLMDock(QDockWidget):
         layout.addStretch(1)
         self.setWidget(body)
 
+        self.checked_order: list[str] = []  # classes in the order the user ticked them
+        # the model's signal: the combo's own checkedItemsChanged misses ticks made through setItemCheckState
+        self.dota_classes.model().itemCheckStateChanged.connect(self._classes_ticked)
         controller.status_changed.connect(self._show_status)
         controller.running_changed.connect(self._show_running)
         controller.progressed.connect(self._show_progress)
@@ -99,14 +103,14 @@ class RSCoVLMDock(QDockWidget):
         box = QGroupBox("Question")
         form = QFormLayout(box)
         self.layer_combo = QgsMapLayerComboBox()
-        self.layer_combo.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer)
+        self.layer_combo.setFilters(Qgis.LayerFilter.RasterLayer)
         self.task_combo = QComboBox()
         for kind in TASK_KINDS:
             self.task_combo.addItem(kind.title, kind.name)
         self.task_combo.currentIndexChanged.connect(self._task_changed)
         self.dota_classes = QgsCheckableComboBox()
         self.dota_classes.addItems(list(DOTA_CLASSES))
-        self.dota_classes.setDefaultText("DOTA classes…")
+        self.dota_classes.setDefaultText("classes the model knows…")
         self.classes_edit = QLineEdit()
         self.classes_edit.setPlaceholderText("more classes, comma separated")
         self.text_edit = QLineEdit()
@@ -125,8 +129,9 @@ class RSCoVLMDock(QDockWidget):
         extent_row.addWidget(draw)
         settings = self.controller.settings()
         self.tile_size = QSpinBox()
-        self.tile_size.setRange(56, 4096)
+        self.tile_size.setRange(0, 4096)  # 0 (the minimum) shows as the model's own tile
         self.tile_size.setSingleStep(56)
+        self.tile_size.setSpecialValueText(MODEL_DEFAULT)
         self.tile_size.setValue(settings.tile_size)
         self.tile_size.setSuffix(" px")
         self.gsd = QgsDoubleSpinBox()
@@ -214,8 +219,13 @@ class RSCoVLMDock(QDockWidget):
         self.zoom.setVisible(kind.name in ("ground", "ask"))
         self.zoom_label.setVisible(kind.name in ("ground", "ask"))
 
+    def _classes_ticked(self, *_) -> None:
+        checked = list(self.dota_classes.checkedItems())
+        self.checked_order = [c for c in self.checked_order if c in checked] + [c for c in checked if c not in self.checked_order]
+
     def classes(self) -> list[str]:
-        chosen = list(self.dota_classes.checkedItems()) if self.current_task() == "detect" else []
+        """The ticked classes in the order they were ticked, then the typed ones."""
+        chosen = list(self.checked_order) if self.current_task() == "detect" else []
         return list(dict.fromkeys(chosen + split_classes(self.classes_edit.text())))
 
     def run_input(self) -> RunInput:
@@ -235,7 +245,7 @@ class RSCoVLMDock(QDockWidget):
             extent=extent,
             extent_crs=crs,
             pixel_size=pixel_size,
-            tile_size=self.tile_size.value() if self.current_task() == "detect" else None,
+            tile_size=(self.tile_size.value() or None) if self.current_task() == "detect" else None,
             gsd=self.gsd.value() or None,
             zoom=self.zoom.currentText() if self.current_task() in ("ground", "ask") else None,
         )
@@ -270,7 +280,7 @@ class RSCoVLMDock(QDockWidget):
 
     def _extent_mode_changed(self) -> None:
         if self.extent_combo.currentData() != EXTENT_DRAWN:
-            self.rubber_band.reset(QgsWkbTypes.GeometryType.PolygonGeometry)
+            self.rubber_band.reset(Qgis.GeometryType.Polygon)
         elif self.drawn_extent is not None:
             self.rubber_band.setToGeometry(QgsGeometry.fromRect(self.drawn_extent), None)
 
@@ -281,15 +291,33 @@ class RSCoVLMDock(QDockWidget):
         self.status_label.setText(f'<span style="color:{color}">●</span> <b>{state}</b> — {_escape(text)}')
         self.start_button.setEnabled(state in ("stopped", "error"))
         self.stop_button.setEnabled(self.controller.backend.state != "stopped")
+        if state == "running":
+            self._show_model_defaults(self.controller.model_defaults())
+
+    def _show_model_defaults(self, defaults: dict) -> None:
+        """The tile the model was trained on as the tile size's default, and its classes in the picker."""
+        tile = (defaults.get("options") or {}).get("tile_size")
+        self.tile_size.setSpecialValueText(f"{MODEL_DEFAULT} ({tile} px)" if tile else MODEL_DEFAULT)
+        classes = [str(c) for c in defaults.get("classes") or []]
+        current = [self.dota_classes.itemText(i) for i in range(self.dota_classes.count())]
+        if classes and classes != current:
+            kept = [c for c in self.checked_order if c in classes]
+            self.dota_classes.clear()
+            self.dota_classes.addItems(classes)
+            self.dota_classes.setCheckedItems(kept)
+            self.checked_order = kept
 
     def _show_running(self, running: bool) -> None:
         self.run_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
         if running:
             self.progress.setRange(0, 0)  # busy until the first progress arrives
-        else:
+            self.progress.setFormat("%p%")
+            self.answer_view.setPlainText(f"{self.controller.question()}\n→ running…")
+        else:  # the answer box says how it ended; the bar is empty again
             self.progress.setRange(0, 100)
             self.progress.setValue(0)
+            self.progress.setFormat("")
 
     def _show_progress(self, done: int, total: int) -> None:
         if total:
@@ -328,7 +356,7 @@ class RSCoVLMDock(QDockWidget):
         """Before the plugin unloads: no map tool or rubber band of ours is left on the canvas."""
         if self.canvas.mapTool() is self.extent_tool:
             self.canvas.unsetMapTool(self.extent_tool)
-        self.rubber_band.reset(QgsWkbTypes.GeometryType.PolygonGeometry)
+        self.rubber_band.reset(Qgis.GeometryType.Polygon)
         self.canvas.scene().removeItem(self.rubber_band)
 
 

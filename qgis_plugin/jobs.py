@@ -208,7 +208,8 @@ class JobTask(QgsTask):
         timeout_s: float = 30.0,
         poll_ms: int = 500,
     ):
-        super().__init__(description, QgsTask.Flag.CanCancel)
+        # Silent: the plugin tells the user itself (one message bar entry); no "Task complete" too.
+        super().__init__(description, QgsTask.Flag.CanCancel | QgsTask.Flag.Silent)
         self.connection = connection
         self.raster = raster
         self.body = body
@@ -252,7 +253,7 @@ class StatusTask(QgsTask):
     """GET /health and /model: is the backend there, and what does it run."""
 
     def __init__(self, connection: Connection, on_finished: Callable[[StatusTask], None], timeout_s: float = 10.0):
-        super().__init__("RSCoVLM: checking the backend", QgsTask.Flag.CanCancel)
+        super().__init__("RSCoVLM: checking the backend", QgsTask.Flag.CanCancel | QgsTask.Flag.Silent | QgsTask.Flag.Hidden)
         self.connection = connection
         self.on_finished = on_finished
         self.timeout_s = timeout_s

@@ -23,6 +23,7 @@ from qgis.core import (
     QgsField,
     QgsFields,
     QgsGeometry,
+    QgsLayerMetadata,
     QgsLayerTreeGroup,
     QgsPointXY,
     QgsProject,
@@ -31,6 +32,7 @@ from qgis.core import (
     QgsVectorLayer,
     QgsWkbTypes,
 )
+from qgis.PyQt.QtCore import QMetaType
 from qgis.PyQt.QtGui import QColor
 
 from .resources import style_path
@@ -40,21 +42,15 @@ GROUP_NAME = "RSCoVLM results"
 # What every feature of the backend carries (backend/writers.py writes the same set); more
 # properties become more fields, typed by their first value.
 STANDARD_FIELDS = (("task", str), ("label", str), ("model", str), ("prompt", str), ("tile", int), ("raw_text", str), ("text", str), ("role", str))
-# QgsField takes a QMetaType from QGIS 3.38 on, and QVariant.Type before; Qt6 (QGIS 4) has no
-# QVariant.Type at all, so the Qt type of a field is chosen here once, by version.
-if Qgis.QGIS_VERSION_INT >= 33800:
-    from qgis.PyQt.QtCore import QMetaType
-
-    QT_FIELD_TYPES = {str: QMetaType.Type.QString, int: QMetaType.Type.LongLong, float: QMetaType.Type.Double, bool: QMetaType.Type.Bool}
-else:
-    from qgis.PyQt.QtCore import QVariant
-
-    QT_FIELD_TYPES = {str: QVariant.Type.String, int: QVariant.Type.LongLong, float: QVariant.Type.Double, bool: QVariant.Type.Bool}
-# One colour per DOTA class, in DOTA_CLASSES' order; other classes get one by a stable hash.
+# Field types are QMetaType's (QGIS 3.38 on, and Qt6's only kind); field.type() answers in them.
+QT_FIELD_TYPES = {str: QMetaType.Type.QString, int: QMetaType.Type.LongLong, float: QMetaType.Type.Double, bool: QMetaType.Type.Bool}
+# Saturated colours that read on imagery (no pastels), one per DOTA class in DOTA_CLASSES' order;
+# other classes get one by a stable hash of their name.
 PALETTE = (
-    "#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45", "#fabed4",
-    "#469990", "#dcbeff", "#9a6324", "#fffac8", "#800000", "#aaffc3", "#808000", "#ffd8b1", "#000075",
+    "#ff1744", "#00e676", "#2979ff", "#ff9100", "#d500f9", "#00e5ff", "#ffea00", "#f50057", "#76ff03",
+    "#651fff", "#1de9b6", "#ff3d00", "#c6ff00", "#3d5afe", "#ffc400", "#00b0ff", "#e040fb", "#64dd17",
 )  # fmt: skip
+DETECTION_FILL_ALPHA = 40  # of 255: a hint of the class colour inside the outline, the imagery still visible
 STYLES = {"detect": "detections", "ground": "grounding", "caption": "answer", "classify": "answer", "ask": "answer", "zoom": "zoom"}
 TITLES = {"detect": "Detections", "ground": "Grounding", "caption": "Caption", "classify": "Scene class", "ask": "Answer", "zoom": "Zoom regions"}
 
@@ -68,10 +64,17 @@ def crs_from_text(text: str | None) -> QgsCoordinateReferenceSystem:
     return QgsCoordinateReferenceSystem.fromWkt(text)
 
 
-def class_color(label: str) -> QColor:
-    name = label.strip().lower()
-    index = DOTA_CLASSES.index(name) if name in DOTA_CLASSES else zlib.crc32(name.encode()) % len(PALETTE)
-    return QColor(PALETTE[index])
+def class_colors(labels: list[str]) -> dict[str, QColor]:
+    """A colour per class of one layer: DOTA's classes keep theirs across layers; other classes take
+    the unused colours in the order of a stable hash of their names, so no two classes share one
+    while the palette lasts."""
+    names = {label: label.strip().lower() for label in labels}
+    colors = {label: PALETTE[DOTA_CLASSES.index(name)] for label, name in names.items() if name in DOTA_CLASSES}
+    free = [color for color in PALETTE if color not in colors.values()] or list(PALETTE)
+    others = sorted((label for label in labels if label not in colors), key=lambda label: zlib.crc32(names[label].encode()))
+    for number, label in enumerate(others):
+        colors[label] = free[number % len(free)]
+    return {label: QColor(color) for label, color in colors.items()}
 
 
 def _field_kind(value: Any) -> type:
@@ -114,8 +117,8 @@ def geometry_from_geojson(geometry: dict | None) -> QgsGeometry | None:
 
 
 def _field_kind_of(field: QgsField) -> type:
-    qt_type = field.metaType() if Qgis.QGIS_VERSION_INT >= 33800 else field.type()
-    return next((kind for kind, known in QT_FIELD_TYPES.items() if known == qt_type), str)
+    # QgsField.type() is a QMetaType.Type in the Python API: it has no metaType() (AttributeError on 3.40).
+    return next((kind for kind, known in QT_FIELD_TYPES.items() if known == field.type()), str)
 
 
 def _value(value: Any, kind: type) -> Any:
@@ -153,13 +156,13 @@ def layer_uri(features: list[dict]) -> tuple[str, int]:
     first = next((geometry_from_geojson(f.get("geometry")) for f in features), None)
     if first is not None and not first.isNull():
         kind = QgsWkbTypes.geometryType(first.wkbType())
-        if kind == QgsWkbTypes.GeometryType.PointGeometry:
+        if kind == Qgis.GeometryType.Point:
             return "Point", kind
-        if kind == QgsWkbTypes.GeometryType.LineGeometry:
+        if kind == Qgis.GeometryType.Line:
             return "LineString", kind
         if first.isMultipart():
-            return "MultiPolygon", QgsWkbTypes.GeometryType.PolygonGeometry
-    return "Polygon", QgsWkbTypes.GeometryType.PolygonGeometry
+            return "MultiPolygon", Qgis.GeometryType.Polygon
+    return "Polygon", Qgis.GeometryType.Polygon
 
 
 def build_layer(name: str, features: list[dict], crs_text: str | None, style: str | None = None) -> tuple[QgsVectorLayer, int]:
@@ -212,9 +215,10 @@ def categorise_by_class(layer: QgsVectorLayer) -> None:
     index = layer.fields().indexOf("label")
     classes = sorted({str(v) for v in layer.uniqueValues(index) if v not in (None, "")}) if index >= 0 else []
     categories = []
+    colors = class_colors(classes)
     for label in classes:
-        color, fill = class_color(label), class_color(label)
-        fill.setAlpha(50)
+        color, fill = colors[label], QColor(colors[label])
+        fill.setAlpha(DETECTION_FILL_ALPHA)
         symbol = base.clone()
         symbol.setColor(fill)
         for layer_index in range(symbol.symbolLayerCount()):
@@ -223,6 +227,14 @@ def categorise_by_class(layer: QgsVectorLayer) -> None:
     categorised = QgsCategorizedSymbolRenderer("label", categories)
     categorised.setSourceSymbol(base.clone())
     layer.setRenderer(categorised)
+
+
+def describe_layer(layer: QgsVectorLayer, title: str, abstract: str) -> None:
+    """What the layer answers, in its metadata (Layer Properties > Metadata): the name stays short."""
+    metadata = QgsLayerMetadata(layer.metadata())
+    metadata.setTitle(title)
+    metadata.setAbstract(abstract)
+    layer.setMetadata(metadata)
 
 
 def results_group(project: QgsProject) -> QgsLayerTreeGroup:

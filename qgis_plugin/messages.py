@@ -1,5 +1,9 @@
 """Telling the user: message bar entries (with a button to the settings or the log where that
-helps), lines in the message log under "RSCoVLM", and the last errors kept for diagnostics."""
+helps), lines in the message log under "RSCoVLM", and the last errors kept for diagnostics.
+
+The bar shows one RSCoVLM entry at a time: each message replaces the plugin's previous one, so a
+session of jobs does not stack up entries, except that news (a job done, cancelled) leaves an
+error standing until the user closes it or a newer problem replaces it."""
 
 from __future__ import annotations
 
@@ -32,6 +36,8 @@ class Notifier:
         self.iface = iface
         self.open_settings = open_settings
         self.errors: deque[str] = deque(maxlen=20)
+        self._shown = None  # the bar entry this notifier pushed last, and its level
+        self._shown_level: Qgis.MessageLevel | None = None
 
     def error(self, message: str, kind: str = "") -> None:
         self.errors.append(f"{time.strftime('%Y-%m-%d %H:%M:%S')} [{kind or 'error'}] {message}")
@@ -52,6 +58,10 @@ class Notifier:
 
     def _push(self, message: str, level: Qgis.MessageLevel, button: str | None, duration: int) -> None:
         bar = self.iface.messageBar()
+        news = level in (Qgis.MessageLevel.Success, Qgis.MessageLevel.Info)
+        if self._shown is not None and not (news and self._shown_level == Qgis.MessageLevel.Critical):
+            if self._shown in bar.items():  # not closed by the user nor timed out
+                bar.popWidget(self._shown)
         item = bar.createMessage(TITLE, message)
         if button == "settings":
             widget = QPushButton("Open settings")
@@ -62,3 +72,4 @@ class Notifier:
             widget.clicked.connect(self.iface.openMessageLog)
             item.layout().addWidget(widget)
         bar.pushWidget(item, level, duration)
+        self._shown, self._shown_level = item, level

@@ -60,7 +60,9 @@ class LocalBackend(QObject):
     """Start, watch and stop one `rscovlm serve` child. Signals fire on the main thread."""
 
     ready = pyqtSignal(object)  # Connection
-    failed = pyqtSignal(str)  # one line: why it did not start or why it stopped
+    # One line, why it did not start or why it stopped, and the kind of failure: 'not running'
+    # (the command is wrong: the settings help) or 'backend' (it ran and failed: its log helps).
+    failed = pyqtSignal(str, str)
     stopped = pyqtSignal()
 
     def __init__(self, parent: QObject | None = None, start_timeout_s: float = 900.0):
@@ -145,7 +147,7 @@ class LocalBackend(QObject):
             )
             log(message, Qgis.MessageLevel.Critical)
             self._cleanup()
-            self.failed.emit(message)
+            self.failed.emit(message, "not running")
 
     def _finished(self, code: int, status: QProcess.ExitStatus) -> None:
         if self.process is None:
@@ -160,7 +162,7 @@ class LocalBackend(QObject):
         what = "stopped" if was_running else "exited before it was ready"
         message = f"The local backend {what} (exit status {code}): {last}"
         log(message, Qgis.MessageLevel.Critical)
-        self.failed.emit(message)
+        self.failed.emit(message, "backend")
 
     def _start_timed_out(self) -> None:
         if self.process is None or self.connection is not None:
@@ -168,7 +170,7 @@ class LocalBackend(QObject):
         self.stop()
         message = f"The local backend did not start within {self.start_timeout_s:g} s. See the RSCoVLM log for its output."
         log(message, Qgis.MessageLevel.Critical)
-        self.failed.emit(message)
+        self.failed.emit(message, "backend")
 
     def _cleanup(self) -> None:
         process, self.process = self.process, None

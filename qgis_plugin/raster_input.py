@@ -13,12 +13,12 @@ import os
 from dataclasses import dataclass
 
 from qgis.core import (
+    Qgis,
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsCoordinateTransformContext,
     QgsCsException,
     QgsProviderRegistry,
-    QgsRasterDataProvider,
     QgsRasterFileWriter,
     QgsRasterLayer,
     QgsRasterPipe,
@@ -72,7 +72,7 @@ def crs_text(crs: QgsCoordinateReferenceSystem) -> str:
     authid = crs.authid()
     if authid.upper().startswith("EPSG:"):
         return authid.upper()
-    return crs.toWkt(QgsCoordinateReferenceSystem.WKT2_2019)
+    return crs.toWkt(Qgis.CrsWktVariant.Wkt2_2019)
 
 
 def layer_file(layer: QgsRasterLayer) -> str | None:
@@ -129,7 +129,7 @@ def export_size(layer: QgsRasterLayer, extent: QgsRectangle, pixel_size: float |
     units of the layer's CRS), else at the layer's own resolution, else a bounded default."""
     if not pixel_size:
         provider = layer.dataProvider()
-        if provider.capabilities() & QgsRasterDataProvider.Size and layer.width() > 0:
+        if provider.capabilities() & Qgis.RasterInterfaceCapability.Size and layer.width() > 0:
             pixel_size = layer.rasterUnitsPerPixelX()
     if not pixel_size or pixel_size <= 0:
         pixel_size = max(extent.width(), extent.height()) / DEFAULT_EXPORT_SIDE
@@ -172,6 +172,6 @@ def write_geotiff(raster: RasterInput, path: str, context: QgsCoordinateTransfor
     writer.setOutputFormat("GTiff")
     writer.setCreateOptions(["COMPRESS=DEFLATE", "TILED=YES"])
     error = writer.writeRaster(plan.pipe, plan.columns, plan.rows, raster.extent, raster.crs, context)
-    if error != QgsRasterFileWriter.WriterError.NoError:
+    if error != Qgis.RasterFileWriterResult.Success:
         raise InputProblem("export", f"QGIS could not write '{raster.layer_name}' to a temporary GeoTIFF (error {int(error)}). Check the layer draws on the map, and free disk space.")
     return path

@@ -40,7 +40,7 @@ class PluginSettings:
     upload_rasters: bool = False  # also to a backend on this machine (a container that cannot read our paths)
     timeout_s: int = 30  # one HTTP request, not a whole job
     poll_interval_ms: int = 500
-    tile_size: int = 512
+    tile_size: int = 0  # 0: the model's own (the tile it was trained on)
     gsd: float = 0.0  # 0: native
     zoom: str = "auto"
 

@@ -1,12 +1,19 @@
-"""What the user asks, as the backend's TaskRequest JSON (resources/openapi.json). Pure Python:
-the dock and the Processing algorithms both build their requests here."""
+"""What the user asks, as the backend's TaskRequest JSON (resources/openapi.json), and the short
+names its answers get. Pure Python: the dock and the Processing algorithms both build their
+requests here.
+
+A request carries only the options the user set: the backend fills the others from the model
+it runs (the tile and view sizes that model was trained on), so the dock, Processing and the
+command line ask the model the same question.
+"""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
-# The DOTA v2.0 categories (v1.0's fifteen, container crane, airport, helipad): what RSCoVLM's
-# detection data names, so the dock offers them.
+# DOTA-v1.0's fifteen categories: the list RSCoVLM-7B was trained and evaluated with, offered
+# until the backend says what its own model was trained on (GET /model: defaults.classes).
 DOTA_CLASSES = (
     "plane",
     "ship",
@@ -23,10 +30,12 @@ DOTA_CLASSES = (
     "roundabout",
     "soccer ball field",
     "swimming pool",
-    "container crane",
-    "airport",
-    "helipad",
 )
+# What a layer's name says the answer is; the full request goes into the layer's metadata.
+NAME_TITLES = {"detect": "Detect", "ground": "Find", "caption": "Caption", "classify": "Class", "ask": "Ask", "zoom": "Zoom"}
+NAME_TEXT_CHARS = 24  # of an expression or a question, before '…'
+NAME_CLASSES = 2  # classes named before '+N'
+
 
 
 @dataclass(frozen=True)
@@ -92,13 +101,11 @@ def build_request(
             raise RequestProblem("No question given. Type the question to ask about the extent.")
         body["question"] = text.strip()
     options: dict = {}
-    if tile_size:
+    if tile_size:  # the overlap that goes with it is the backend's: a quarter of the tile
         options["tile_size"] = int(tile_size)
-        # The backend's default overlap (128 px) must stay below the tile: keep a quarter of it.
-        options["tile_overlap"] = min(128, int(tile_size) // 4)
     if gsd:
         options["gsd"] = float(gsd)
-    if zoom:
+    if zoom and zoom != "auto":
         options["zoom"] = zoom
     if options:
         body["options"] = options
@@ -115,3 +122,26 @@ def describe_request(body: dict) -> str:
     if kind.needs == "question":
         return f"{kind.title}: {body['question']}"
     return kind.title
+
+
+def short_name(body: dict, number: int, task: str | None = None) -> str:
+    """A layer name that fits the Layers panel: what was asked in a few words, and the job's
+    number, so two answers never look alike ('Detect plane, ship +4 #3', 'Ask How many… #5').
+    `task` names another layer of the same job (its zoom regions)."""
+    kind = TASKS[body["task"]]
+    title = NAME_TITLES[task or body["task"]]
+    if kind.needs == "classes":
+        classes = body["classes"]
+        words = ", ".join(classes[:NAME_CLASSES]) + (f" +{len(classes) - NAME_CLASSES}" if len(classes) > NAME_CLASSES else "")
+    elif kind.needs in ("expression", "question"):
+        text = " ".join(str(body[kind.needs]).split())
+        words = text if len(text) <= NAME_TEXT_CHARS else text[: NAME_TEXT_CHARS - 1].rstrip() + "…"
+    else:
+        words = ""
+    return f"{title} {words} #{number}" if words else f"{title} #{number}"
+
+
+def request_abstract(body: dict, raster_name: str, model: str | None) -> str:
+    """The whole request, for the layer's metadata: what was asked, of which layer and model."""
+    lines = [describe_request(body), f"Raster layer: {raster_name}", f"Model: {model or 'unknown'}", "Request:"]
+    return "\n".join(lines) + "\n" + json.dumps(body, indent=2, ensure_ascii=False)

@@ -12,7 +12,7 @@ elsewhere the raster and the labels are uploaded; dataset and run folders are th
 from __future__ import annotations
 
 from qgis.core import (
-    QgsProcessing,
+    Qgis,
     QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
@@ -49,19 +49,19 @@ UPLOAD_LABEL_FORMATS = ["gpkg", "geojson"]  # single files (a shapefile is sever
 
 
 def _advanced(parameter: QgsProcessingParameterDefinition) -> QgsProcessingParameterDefinition:
-    parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
+    parameter.setFlags(parameter.flags() | Qgis.ProcessingParameterFlag.Advanced)
     return parameter
 
 
 def _integer(name: str, label: str, default: int, minimum: int, maximum: int | None = None) -> QgsProcessingParameterNumber:
-    parameter = QgsProcessingParameterNumber(name, label, QgsProcessingParameterNumber.Type.Integer, default, False, minimum)
+    parameter = QgsProcessingParameterNumber(name, label, Qgis.ProcessingNumberParameterType.Integer, default, False, minimum)
     if maximum is not None:
         parameter.setMaximum(maximum)
     return parameter
 
 
 def _double(name: str, label: str, default: float, minimum: float, maximum: float) -> QgsProcessingParameterNumber:
-    return QgsProcessingParameterNumber(name, label, QgsProcessingParameterNumber.Type.Double, default, False, minimum, maximum)
+    return QgsProcessingParameterNumber(name, label, Qgis.ProcessingNumberParameterType.Double, default, False, minimum, maximum)
 
 
 class TrainingAlgorithm(QgsProcessingAlgorithm):
@@ -134,12 +134,12 @@ class ExportTrainingDataAlgorithm(TrainingAlgorithm):
 
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Raster layer"))
-        self.addParameter(QgsProcessingParameterFeatureSource(self.LABELS, "Labelled polygons", [QgsProcessing.SourceType.TypeVectorPolygon]))
+        self.addParameter(QgsProcessingParameterFeatureSource(self.LABELS, "Labelled polygons", [Qgis.ProcessingSourceType.VectorPolygon]))
         self.addParameter(QgsProcessingParameterField(self.CLASS_FIELD, "Class field", None, self.LABELS, optional=True))
         self.addParameter(QgsProcessingParameterString(self.CLASS_NAME, "Or one class for every object", optional=True))
         self.addParameter(QgsProcessingParameterField(
             self.TEXT_FIELD, "Referring expression field (adds grounding samples)", None, self.LABELS,
-            QgsProcessingParameterField.DataType.String, optional=True,
+            Qgis.ProcessingFieldParameterDataType.String, optional=True,
         ))  # fmt: skip
         self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Extent (default: the labelled layer's)", optional=True))
         self.addParameter(_integer(self.TILE_SIZE, "Tile size (pixels)", 512, 56, 4096))
@@ -148,13 +148,13 @@ class ExportTrainingDataAlgorithm(TrainingAlgorithm):
         self.addParameter(_double(self.VAL_FRACTION, "Share of spatial blocks held out for validation", 0.2, 0.0, 0.95))
         for parameter in (
             QgsProcessingParameterField(self.CAPTION_FIELD, "Caption field (adds region-caption samples)", None, self.LABELS,
-                                        QgsProcessingParameterField.DataType.String, optional=True),
+                                        Qgis.ProcessingFieldParameterDataType.String, optional=True),
             _double(self.KEEP_EMPTY, "Share of tiles without objects to keep", 0.25, 0.0, 1.0),
             _double(self.MIN_VISIBLE, "Keep an object cut by a tile edge when this share of it is inside", 0.5, 0.01, 1.0),
             _integer(self.BLOCK_SIZE, "Side of a train/val split block (pixels)", 2048, 56),
             _integer(self.SEED, "Random seed", 0, 0),
             QgsProcessingParameterNumber(self.PIXEL_SIZE, "Pixel size for layers without a file (layer units; 0: automatic)",
-                                         QgsProcessingParameterNumber.Type.Double, 0.0, True, 0.0),
+                                         Qgis.ProcessingNumberParameterType.Double, 0.0, True, 0.0),
             QgsProcessingParameterBoolean(self.OVERWRITE, "Replace an earlier export in the folder", False),
         ):  # fmt: skip
             self.addParameter(_advanced(parameter))

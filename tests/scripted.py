@@ -8,15 +8,23 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from backend.engine import Generation
+from backend.model_defaults import ModelDefaults
 from backend.prompts import Conversation
 from backend.resolution import visual_tokens
 
 
 class ScriptedEngine:
-    def __init__(self, answer: Callable[[Conversation], str] | Sequence[str], batch_size: int = 4, model_id: str = "scripted"):
+    def __init__(
+        self,
+        answer: Callable[[Conversation], str] | Sequence[str],
+        batch_size: int = 4,
+        model_id: str = "scripted",
+        defaults: ModelDefaults | None = None,
+    ):
         self.answer = answer
         self.batch_size = batch_size
         self.model_id = model_id
+        self.defaults = defaults or ModelDefaults()
         self.seen: list[Conversation] = []
 
     def _next(self, conversation: Conversation) -> str:
@@ -50,6 +58,7 @@ class ScriptedFirstTurn:
         self.first_answer = first_answer
         self.model_id = engine.model_id
         self.batch_size = engine.batch_size
+        self.defaults = engine.defaults
 
     def generate(self, conversations: Sequence[Conversation], max_new_tokens: int) -> list[Generation]:
         generations = self.engine.generate(conversations, max_new_tokens)

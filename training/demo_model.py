@@ -31,13 +31,15 @@ from dataclasses import asdict
 from pathlib import Path
 
 from backend.atomic import staged_folder, write_text
-from backend.engine.loading import TASK_DEFAULTS_FILE
 from backend.errors import UserError
+from backend.model_defaults import TASK_DEFAULTS_FILE
 from backend.resolution import MIN_PIXELS
 from training.demo_data import DEMO_MAX_PIXELS, TILE, DemoDataPlan, build_demo_data
+from training.synthetic import CLASSES
 
 CONFIG = Path(__file__).resolve().parent / "configs" / "demo.yaml"
-TASK_DEFAULTS = {"min_pixels": MIN_PIXELS, "max_pixels": DEMO_MAX_PIXELS, "tile_size": TILE, "tile_overlap": 64}
+# What the demo checkpoint declares about its training (backend.model_defaults): the view sizes and its world's classes.
+TASK_DEFAULTS = {"min_pixels": MIN_PIXELS, "max_pixels": DEMO_MAX_PIXELS, "tile_size": TILE, "tile_overlap": 64, "classes": sorted(CLASSES)}
 TIMINGS_FILE = "timings.json"
 # Files of the trained folder that make the checkpoint; the rest (training summary) stays in the run.
 CHECKPOINT_FILES = ("config.json", "generation_config.json", "model.safetensors", "chat_template.jinja", "processor_config.json",
@@ -117,7 +119,7 @@ def evaluate(model: Path, data: Path, out: Path) -> dict:
             bar.total = total
             bar.update(done - bar.n)
 
-        return evaluate_model(engine, split, out, progress=show, task_options=TASK_DEFAULTS)
+        return evaluate_model(engine, split, out, progress=show)
 
 
 def _parameters(weights: Path) -> int:

@@ -172,7 +172,6 @@ def grounding_command(args: argparse.Namespace) -> int:
 def run_command(args: argparse.Namespace) -> int:
     from backend.cli.tasks import resolve_model
     from backend.engine.factory import engine_choice, load_engine
-    from backend.engine.loading import declared_task_options
     from backend.evaluation.dataset import open_split
     from backend.evaluation.report import detection_table
     from backend.evaluation.run import evaluate_model
@@ -191,8 +190,7 @@ def run_command(args: argparse.Namespace) -> int:
         bar.update(done - bar.n)
 
     try:
-        document = evaluate_model(engine, split, out, _classes(args.classes), args.max_new_tokens, args.iou, args.metric, progress,
-                                  task_options=declared_task_options(choice.model))
+        document = evaluate_model(engine, split, out, _classes(args.classes), args.max_new_tokens, args.iou, args.metric, progress)
     except KeyboardInterrupt:
         bar.close()
         print(f"rscovlm: interrupted; the answers written so far are in {out}/predictions: run the same command to resume.", file=sys.stderr)

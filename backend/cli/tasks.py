@@ -12,8 +12,8 @@ from pydantic import ValidationError
 
 from backend.contract import TaskOptions, TaskRequest, TaskResult
 from backend.engine.factory import add_engine_options, engine_choice, load_engine
-from backend.engine.loading import declared_task_options
 from backend.errors import UserError, validation_problem
+from backend.model_defaults import model_defaults, with_model_defaults
 from backend.prompts import DOTA_CLASSES
 from backend.resolution import DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE
 from backend.zoom import ZOOM_TASKS, zoom_summary
@@ -73,9 +73,11 @@ def register(subparsers) -> None:
             parser.add_argument("--classes", required=True, help=f"comma-separated, e.g. \"{example}\"; 'dota' for the DOTA-v1.0 list")
         if task == "detect":
             parser.add_argument("--tile-size", type=int, help=f"tile side in pixels (default {DEFAULT_TILE_SIZE}, or the checkpoint's own)")
-            parser.add_argument("--tile-overlap", type=int, help=f"(default {DEFAULT_TILE_OVERLAP}, or the checkpoint's own)")
-            parser.add_argument("--box-form", choices=["polygon", "rbox", "hbox"], default="polygon")
-            parser.add_argument("--nms-iou", type=float, default=0.1, help="merge duplicates across tiles above this IoU (default 0.1)")
+            parser.add_argument(
+                "--tile-overlap", type=int, help=f"(default: a quarter of the tile, at most {DEFAULT_TILE_OVERLAP}, or the checkpoint's own)"
+            )
+            parser.add_argument("--box-form", choices=["polygon", "rbox", "hbox"], help="answer form asked for (default polygon)")
+            parser.add_argument("--nms-iou", type=float, help="merge duplicates across tiles above this IoU (default 0.1)")
         if task == "ground":
             parser.add_argument("--expression", required=True, help='what to find, e.g. "the white ship next to the pier"')
         if task == "ask":
@@ -88,20 +90,22 @@ def register(subparsers) -> None:
 def _zoom_options(parser: argparse.ArgumentParser, task: str) -> None:
     zoom = parser.add_argument_group("Zoom-in Chain (rasters larger than the model can see)")
     zoom.add_argument(
-        "--zoom", nargs="?", const="on", choices=["auto", "on", "off"], default="auto",
+        "--zoom", nargs="?", const="on", choices=["auto", "on", "off"],
         help="look at the whole extent, zoom into the region the model picks, answer from there; "
         "auto (default): when the extent exceeds the pixel budget by --zoom-factor; --zoom alone means on",
     )
     factor, steps = (TaskOptions.model_fields[name].default for name in ("zoom_factor", "zoom_steps"))
-    zoom.add_argument("--zoom-factor", type=float, default=factor, help=f"auto zooms above this many times the pixel budget (default {factor:g})")
-    zoom.add_argument("--zoom-steps", type=int, default=steps, help=f"further zoom steps allowed after the first (default {steps}, at most 8)")
+    zoom.add_argument("--zoom-factor", type=float, help=f"auto zooms above this many times the pixel budget (default {factor:g})")
+    zoom.add_argument("--zoom-steps", type=int, help=f"further zoom steps allowed after the first (default {steps}, at most 8)")
     if task == "ask":
-        zoom.add_argument("--zoom-counting", action="store_true", help="zoom for counting questions too (not trained; off by default)")
+        zoom.add_argument(
+            "--zoom-counting", action="store_true", default=None, help="zoom for counting questions too (not trained; off by default)"
+        )
 
 
-def build_request(args: argparse.Namespace, declared: dict | None = None) -> TaskRequest:
-    """The request the options ask for; `declared` (the checkpoint's own task defaults) fills
-    what they leave out."""
+def build_request(args: argparse.Namespace) -> TaskRequest:
+    """The request the options ask for; options not given stay unset, for the model's defaults
+    to fill (`backend.model_defaults`)."""
     options = {"gsd": args.gsd, "max_new_tokens": args.max_new_tokens}
     if args.bands:
         options["bands"] = _numbers(args.bands, None, "--bands", int)
@@ -121,7 +125,7 @@ def build_request(args: argparse.Namespace, declared: dict | None = None) -> Tas
         "question": getattr(args, "question", None),
     }
     try:
-        return TaskRequest(**fields, options=TaskOptions(**(declared or {}) | {k: v for k, v in options.items() if v is not None}))
+        return TaskRequest(**fields, options=TaskOptions(**{k: v for k, v in options.items() if v is not None}))
     except ValidationError as exc:
         raise UserError(validation_problem(exc.errors()), "See rscovlm " + args.task + " --help.") from None
 
@@ -162,10 +166,13 @@ def run_command(args: argparse.Namespace) -> int:
     if args.output:
         output_format(args.output)
     choice = engine_choice(args, lambda: resolve_model(args))
-    request = build_request(args, declared_task_options(choice.model))
-    # Open the raster and plan the views before loading the model: bad input fails in a second.
-    with TaskRun(request, choice.label) as run:
-        engine = load_engine(choice)
+    request = build_request(args)
+    # A server is asked what its model was trained on; a checkpoint folder says it in its files,
+    # so the raster is opened and the views planned before the weights load: bad input fails in a second.
+    engine = load_engine(choice) if choice.url else None
+    defaults = engine.defaults if engine is not None else model_defaults(choice.model, choice.adapter)
+    with TaskRun(with_model_defaults(request, defaults), choice.label) as run:
+        engine = engine or load_engine(choice)
         from tqdm import tqdm
 
         with tqdm(total=run.total, unit="view", desc=args.task, file=sys.stderr, disable=True if args.no_progress else None) as bar:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from backend.model_defaults import ModelDefaults
 from backend.prompts import Conversation
 
 
@@ -25,6 +26,7 @@ class Generation:
 class Engine(Protocol):
     model_id: str
     batch_size: int
+    defaults: ModelDefaults  # what the model was trained on: requests take their unset options from it
 
     def generate(self, conversations: Sequence[Conversation], max_new_tokens: int) -> list[Generation]: ...
 

@@ -17,7 +17,6 @@ from backend.errors import UserError
 DeviceChoice = Literal["auto", "cuda", "mps", "cpu"]
 Quantize = Literal["none", "8bit", "4bit"]
 QWEN2_5_VL_TYPE = "qwen2_5_vl"
-TASK_DEFAULTS_FILE = "rscovlm_task_defaults.json"
 
 
 @dataclass(frozen=True)
@@ -89,26 +88,6 @@ def check_checkpoint(model: str) -> str:
     if model.count("/") == 1 and not model.startswith((".", "/", "~")):
         return model  # a hub id; from_pretrained resolves it (or says it cannot)
     raise UserError(f"--model {model} does not exist.", "Give a checkpoint folder or a hub id such as Qingyun/RSCoVLM-7B-2512.")
-
-
-def declared_task_options(model: str | None) -> dict:
-    """Task options a checkpoint folder declares in `rscovlm_task_defaults.json`: the view sizes
-    it was trained on (pixel budget, detection tile). A model trained on small views answers
-    badly on larger ones, so these replace the MODEL_IO defaults for it; options the user gives
-    still win. {} for hub ids, remote engines and folders without the file."""
-    path = Path(model).expanduser() / TASK_DEFAULTS_FILE if model else None
-    if path is None or not path.is_file():
-        return {}
-    try:
-        declared = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path} cannot be read as JSON ({exc}).", "Fix or delete the file.") from exc
-    from backend.contract import TaskOptions
-
-    unknown = sorted(set(declared) - set(TaskOptions.model_fields)) if isinstance(declared, dict) else ["(not an object)"]
-    if unknown:
-        raise UserError(f"{path} names unknown task options: {', '.join(unknown)}.", f"Use fields of TaskOptions: {', '.join(TaskOptions.model_fields)}.")
-    return declared
 
 
 def check_adapter(adapter: str) -> str:

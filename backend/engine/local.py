@@ -17,6 +17,7 @@ import numpy as np
 from backend.engine import Generation
 from backend.engine.loading import DeviceChoice, Placement, Quantize, check_adapter, check_checkpoint, choose_placement
 from backend.errors import UserError
+from backend.model_defaults import ModelDefaults, model_defaults
 from backend.prompts import Conversation
 from backend.resolution import FACTOR, MAX_PIXELS, MIN_PIXELS, PATCH_SIZE, smart_resize
 
@@ -53,7 +54,17 @@ def configure_pixel_limits(processor, min_pixels: int, max_pixels: int) -> None:
 
 
 class LocalEngine:
-    def __init__(self, model, processor, placement: Placement, model_id: str, batch_size: int, min_pixels: int, max_pixels: int):
+    def __init__(
+        self,
+        model,
+        processor,
+        placement: Placement,
+        model_id: str,
+        batch_size: int,
+        min_pixels: int,
+        max_pixels: int,
+        defaults: ModelDefaults | None = None,
+    ):
         self.model = model
         self.processor = processor
         self.placement = placement
@@ -61,6 +72,7 @@ class LocalEngine:
         self.batch_size = max(1, int(batch_size))
         self.min_pixels = min_pixels
         self.max_pixels = max_pixels
+        self.defaults = defaults or ModelDefaults()
         self.generation_config = copy.deepcopy(model.generation_config)
         # Greedy, as RSCoVLM was evaluated; sampling settings shipped with a checkpoint would only warn.
         self.generation_config.do_sample = False
@@ -92,6 +104,7 @@ class LocalEngine:
             "min_pixels": self.min_pixels,
             "max_pixels": self.max_pixels,
             "memory": memory,
+            "defaults": self.defaults.describe(),
         }
 
     def close(self) -> None:
@@ -164,6 +177,7 @@ def load_local_engine(
 ) -> LocalEngine:
     source = check_checkpoint(model)
     adapter_path = check_adapter(adapter) if adapter else None
+    defaults = model_defaults(model, adapter_path)  # a bad declaration is refused before the weights load
     placement = choose_placement(device, quantize)
 
     import torch
@@ -214,4 +228,4 @@ def load_local_engine(
     processor.tokenizer.padding_side = "left"
     configure_pixel_limits(processor, min_pixels, max_pixels)
     model_id = model if not adapter_path else f"{model}+{adapter_path}"
-    return LocalEngine(network_model, processor, placement, model_id, batch_size, min_pixels, max_pixels)
+    return LocalEngine(network_model, processor, placement, model_id, batch_size, min_pixels, max_pixels, defaults)

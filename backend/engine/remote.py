@@ -22,6 +22,7 @@ from PIL import Image
 
 from backend.engine import Generation
 from backend.errors import UserError
+from backend.model_defaults import ModelDefaults
 from backend.prompts import Conversation
 from backend.resolution import smart_resize, visual_tokens
 
@@ -98,6 +99,8 @@ class RemoteEngine:
         except BaseException:
             self.close()
             raise
+        # Another `rscovlm serve` says what its model was trained on; vLLM serves no /model.
+        self.defaults = ModelDefaults.from_description((self._server_model() or {}).get("defaults"))
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -165,15 +168,26 @@ class RemoteEngine:
     def generate(self, conversations: Sequence[Conversation], max_new_tokens: int) -> list[Generation]:
         return list(self.pool.map(lambda conversation: self._complete(conversation, max_new_tokens), conversations))
 
-    def describe(self) -> dict:
-        described = {"model": self.model_id, "engine": "remote", "url": self.url, "concurrency": self.concurrency}
-        # Another `rscovlm serve` says where its model runs; vLLM has no such route.
+    def _server_model(self) -> dict | None:
+        """GET /model of another `rscovlm serve` (where its model runs, what it was trained on);
+        None from a server without the route (vLLM) or one that is down for now."""
         try:
             response = self.client.get("/model")
         except httpx.TransportError:
-            return described  # down for now: /model still says what the engine is
-        if response.status_code == 200:
+            return None
+        if response.status_code != 200:
+            return None
+        try:
             remote = response.json()
+        except ValueError:
+            return None
+        return remote if isinstance(remote, dict) else None
+
+    def describe(self) -> dict:
+        described = {"model": self.model_id, "engine": "remote", "url": self.url, "concurrency": self.concurrency}
+        remote = self._server_model()
+        if remote is not None:
             described.update({k: remote.get(k) for k in ("device", "dtype", "quantize") if k in remote})
             described["memory"] = remote.get("memory") or {}
+        described["defaults"] = self.defaults.describe()
         return described

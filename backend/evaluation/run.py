@@ -34,6 +34,7 @@ from backend.evaluation.grounding import score_grounding
 from backend.evaluation.protocols import detection_report
 from backend.evaluation.report import plot_precision_recall, write_json
 from backend.evaluation.text import caption_scores, contained_accuracy
+from backend.model_defaults import ModelDefaults, with_model_defaults
 from backend.pipeline import TaskRun, drive
 from backend.writers import write_dota
 
@@ -48,7 +49,9 @@ def _sample_file(folder: Path, sample: Sample) -> Path:
     return folder / sample.task / f"{safe}-{hashlib.sha1(sample.id.encode()).hexdigest()[:8]}.json"
 
 
-def _request(task: str, image: Path, options: TaskOptions, classes: Sequence[str] | None = None, argument: str = "") -> TaskRequest:
+def _request(
+    task: str, image: Path, options: TaskOptions, defaults: ModelDefaults, classes: Sequence[str] | None = None, argument: str = ""
+) -> TaskRequest:
     fields = {"task": task, "raster": str(image), "options": options}
     if task in ("detect", "classify"):
         fields["classes"] = list(classes or [])
@@ -57,7 +60,7 @@ def _request(task: str, image: Path, options: TaskOptions, classes: Sequence[str
     if task == "ask":
         fields["question"] = argument
     try:
-        return TaskRequest(**fields)
+        return with_model_defaults(TaskRequest(**fields), defaults)
     except ValidationError as exc:
         raise UserError(f"{image.name}: {validation_problem(exc.errors())}", "Check the dataset's prompts and classes.") from None
 
@@ -101,22 +104,19 @@ def evaluate_model(
     metric: Metric = "voc07",
     progress: ProgressCallback | None = None,
     should_stop: StopCheck | None = None,
-    task_options: dict | None = None,
 ) -> dict:
     """Predict what is not predicted yet, then score everything; returns the report document
     (also written to `<out>/report.json`). Raises `Cancelled` between chunks when asked to stop.
-    `task_options` (e.g. the checkpoint's declared pixel budget) apply to every request."""
+    Requests take the options they leave unset from the engine's model (its declared pixel budget)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     classes = list(classes or split.classes)
     if split.images and not classes:
         raise UserError("the dataset names no classes (no manifest.json and no object in labelTxt/).", "Give them with --classes.")
-    try:
-        options = TaskOptions(**(task_options or {}) | ({"max_new_tokens": max_new_tokens} if max_new_tokens else {}))
-    except ValidationError as exc:
-        raise UserError(f"task options {task_options}: {validation_problem(exc.errors())}", None) from None
+    options = TaskOptions(**({"max_new_tokens": max_new_tokens} if max_new_tokens else {}))
+    declared = engine.defaults.options
     settings = {"model": engine.model_id, "data": str(split.root.resolve()), "classes": classes, "max_new_tokens": max_new_tokens}
-    _settings_guard(out, settings | ({"task_options": task_options} if task_options else {}))
+    _settings_guard(out, settings | ({"task_options": declared} if declared else {}))
     folder = out / PREDICTIONS
     (folder / "detect").mkdir(parents=True, exist_ok=True)
     jobs = [("detect", stem, folder / "detect" / f"{stem}.txt") for stem in split.images]
@@ -154,10 +154,10 @@ def _predict_chunk(jobs: list, engine: Engine, split: DatasetSplit, classes: lis
     try:
         for task, item, _ in jobs:
             if task == "detect":
-                runs.append(TaskRun(_request("detect", split.images[item], options, classes), engine.model_id))
+                runs.append(TaskRun(_request("detect", split.images[item], options, engine.defaults, classes), engine.model_id))
                 continue
             sample_classes = item.argument.split(",") if task == "classify" else None
-            run = TaskRun(_request(task, item.image, options, sample_classes, item.argument), engine.model_id)
+            run = TaskRun(_request(task, item.image, options, engine.defaults, sample_classes, item.argument), engine.model_id)
             if task == "caption" and item.prompt.startswith(REGION_CAPTION_PREFIX):
                 run.user = item.prompt  # the pipeline has no region-caption task: ask the sample's own question
             runs.append(run)
@@ -180,7 +180,8 @@ def _predict_chunk(jobs: list, engine: Engine, split: DatasetSplit, classes: lis
 def _predict_zoom(job: tuple, engine: Engine, options: TaskOptions) -> None:
     """The whole Zoom-in Chain on the sample's raster, as `rscovlm ask --zoom` runs it."""
     _, sample, target = job
-    with TaskRun(_request("ask", sample.image, options.model_copy(update={"zoom": "on"}), argument=sample.argument), engine.model_id) as run:
+    zoomed = TaskOptions(**options.model_dump(exclude_unset=True), zoom="on")
+    with TaskRun(_request("ask", sample.image, zoomed, engine.defaults, argument=sample.argument), engine.model_id) as run:
         result = drive(run, engine)
     trace = result.zoom
     target.parent.mkdir(parents=True, exist_ok=True)

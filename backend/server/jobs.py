@@ -32,6 +32,7 @@ import numpy as np
 from backend.contract import JobProgress, JobStatus, JobSummary, TaskRequest, TaskResult
 from backend.engine import Engine, Generation
 from backend.errors import Cancelled, UserError
+from backend.model_defaults import with_model_defaults
 from backend.pipeline import TaskRun, drive
 from backend.prompts import CAPTION_PROMPT, Conversation, single_turn
 from backend.raster import crs_name
@@ -227,6 +228,7 @@ class QueuedEngine:
         self.job = job
         self.model_id = scheduler.engine.model_id
         self.batch_size = scheduler.engine.batch_size
+        self.defaults = scheduler.engine.defaults
 
     def generate(self, conversations: list[Conversation], max_new_tokens: int) -> list[Generation]:
         turns = [self.scheduler.enqueue_turn(c, (self.job.task, max_new_tokens), self.job) for c in conversations]
@@ -285,8 +287,9 @@ class Scheduler(JobTable[TaskJob]):
         return cancelled
 
     def submit(self, request: TaskRequest) -> TaskJob:
-        """Plan the job now (bad input fails here, as a UserError) and queue it."""
-        run = TaskRun(request, self.engine.model_id)
+        """Plan the job now (bad input fails here, as a UserError) and queue it. Options the
+        request leaves unset are the model's (its trained tile and view sizes)."""
+        run = TaskRun(with_model_defaults(request, self.engine.defaults), self.engine.model_id)
         try:
             with self.cond:
                 self._admit()

@@ -8,8 +8,11 @@ import shutil
 import pytest
 
 from backend.cli import main as cli_main
-from backend.engine.loading import TASK_DEFAULTS_FILE, declared_task_options
+from backend.cli.tasks import BUNDLED_MODEL
+from backend.contract import TaskOptions, TaskRequest
 from backend.errors import UserError
+from backend.model_defaults import TASK_DEFAULTS_FILE, ModelDefaults, model_defaults, with_model_defaults
+from backend.prompts import DOTA_CLASSES
 
 
 @pytest.fixture
@@ -40,11 +43,77 @@ def test_whole_extent_views_stay_inside_the_declared_budget(declaring_checkpoint
 
 
 def test_no_file_no_defaults_and_a_bad_file_is_refused(tiny_checkpoint, declaring_checkpoint, scene, capsys):
-    assert declared_task_options(str(tiny_checkpoint)) == {}
-    assert declared_task_options("Qingyun/RSCoVLM-7B-2512") == {} and declared_task_options(None) == {}
+    for model in (str(tiny_checkpoint), "Qingyun/RSCoVLM-7B-2512", None):
+        assert model_defaults(model) == ModelDefaults() and ModelDefaults().classes == DOTA_CLASSES
+    for bad, problem in (({"max_pixel": 1}, "unknown task options: max_pixel"), ({"classes": []}, "non-empty list"), ({"tile_size": 3}, "tile_size")):
+        (declaring_checkpoint / TASK_DEFAULTS_FILE).write_text(json.dumps(bad))
+        with pytest.raises(UserError, match=problem):
+            model_defaults(str(declaring_checkpoint))
     (declaring_checkpoint / TASK_DEFAULTS_FILE).write_text(json.dumps({"max_pixel": 1}))
-    with pytest.raises(UserError, match="unknown task options: max_pixel"):
-        declared_task_options(str(declaring_checkpoint))
     path, _ = scene
     assert cli_main(["detect", str(path), "--model", str(declaring_checkpoint), "--classes", "ship"]) == 2
     assert "max_pixel" in capsys.readouterr().err
+
+
+def test_an_adapter_declares_over_its_base_and_the_user_over_both(declaring_checkpoint, tmp_path):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / TASK_DEFAULTS_FILE).write_text(json.dumps({"tile_size": 336, "classes": ["fishing boat", "yacht"]}))
+    defaults = model_defaults(str(declaring_checkpoint), str(adapter))
+    assert defaults.options == {"max_pixels": 200704, "tile_size": 336, "tile_overlap": 64}
+    assert defaults.classes == ("fishing boat", "yacht") and len(defaults.sources) == 2
+    request = TaskRequest(task="detect", raster="x.tif", classes=["yacht"])
+    options = with_model_defaults(request, defaults).options
+    assert (options.tile_size, options.tile_overlap, options.max_pixels, options.min_pixels) == (336, 64, 200704, TaskOptions().min_pixels)
+    # a tile size of the user's own takes the overlap that goes with it, not the declared one
+    mine = with_model_defaults(TaskRequest(task="detect", raster="x.tif", classes=["yacht"], options=TaskOptions(tile_size=112)), defaults)
+    assert (mine.options.tile_size, mine.options.tile_overlap, mine.options.max_pixels) == (112, None, 200704)
+    with pytest.raises(UserError, match="tile_overlap"):
+        with_model_defaults(TaskRequest(task="detect", raster="x.tif", classes=["yacht"], options=TaskOptions(tile_overlap=400)), defaults)
+
+
+def test_a_server_reports_what_a_remote_engine_then_uses():
+    described = model_defaults(str(BUNDLED_MODEL)).describe()
+    assert described["options"]["tile_size"] == 224 and "tile_size" in described["declared"]
+    again = ModelDefaults.from_description(described)
+    assert again.options == model_defaults(str(BUNDLED_MODEL)).options and "building" in again.classes
+    assert ModelDefaults.from_description(None) == ModelDefaults() == ModelDefaults.from_description({"options": "junk", "classes": [3]})
+
+
+def test_the_service_fills_unset_options_from_the_model_it_serves(declaring_checkpoint, scene):
+    """The plugin sends only what the user set: the service asks its model the way the CLI does,
+    and a remote engine pointed at that service learns the same defaults from GET /model."""
+    from backend.engine.local import load_local_engine
+    from backend.engine.remote import RemoteEngine
+    from tests.backend.server.conftest import client_for, start_server, wait_for
+
+    (declaring_checkpoint / TASK_DEFAULTS_FILE).write_text(
+        json.dumps({"max_pixels": 200704, "tile_size": 224, "tile_overlap": 64, "classes": ["building", "ship"]})
+    )
+    path, _ = scene
+    server = start_server(load_local_engine(str(declaring_checkpoint), batch_size=8))
+    try:
+        with client_for(server) as client:
+            model = client.get("/model").json()
+            assert model["defaults"]["options"]["tile_size"] == 224 and model["defaults"]["classes"] == ["building", "ship"]
+            assert model["defaults"]["declared"] == ["max_pixels", "tile_overlap", "tile_size"]
+
+            def views(task: str, options: dict) -> dict:
+                body = {"task": task, "raster": str(path), "options": {"max_new_tokens": 2, **options}}
+                if task == "detect":
+                    body["classes"] = ["ship"]
+                status = wait_for(client, client.post("/jobs", json=body).json()["id"])
+                assert status["state"] == "done", status["error"]
+                return status["result"]["stats"]
+
+            assert views("detect", {})["views"] == 36  # 224 px tiles overlapping by 64 over 1024 px: 6 x 6
+            assert views("detect", {"tile_size": 504})["views"] == 9  # the user's tile, with its own overlap
+            assert views("caption", {})["visual_tokens"] == 256  # the declared 448 px budget
+        remote = RemoteEngine(server.url, server.token)
+        try:
+            assert remote.defaults.options == model_defaults(str(declaring_checkpoint)).options
+            assert remote.defaults.classes == ("building", "ship")
+        finally:
+            remote.close()
+    finally:
+        server.stop()

@@ -120,6 +120,24 @@ def backend(tiny_checkpoint, tmp_path_factory) -> Connection:
     stop_serve(process)
 
 
+@pytest.fixture(scope="session")
+def demo_like_backend(tiny_checkpoint, tmp_path_factory) -> Connection:
+    """`rscovlm serve` with a checkpoint that declares its training, as the bundled demo does
+    (224 px tiles, a 448 px view budget, its own classes), with the tiny model's weights."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("models") / "declaring"
+    shutil.copytree(tiny_checkpoint, folder)
+    declared = {"max_pixels": 200704, "tile_size": 224, "tile_overlap": 64, "classes": ["building", "plane", "ship"]}
+    (folder / "rscovlm_task_defaults.json").write_text(json.dumps(declared))
+    server_file = tmp_path_factory.mktemp("serve-declaring") / "server.json"
+    command = [str(backend_tool("rscovlm")), "serve", "--model", str(folder), "--port", "0", "--device", "cpu", "--batch-size", "8"]
+    process = start_serve(command + ["--server-file", str(server_file)], server_file)
+    data = json.loads(server_file.read_text())
+    yield Connection(data["url"], data["token"], f"server file {server_file}")
+    stop_serve(process)
+
+
 @pytest.fixture(scope="module")
 def provider(qgis_processing):
     """The `rscovlm` Processing provider, registered for a module's tests."""

@@ -4,7 +4,16 @@ checkpoint answers, and the answer lands as a layer in the project with the rast
 from __future__ import annotations
 
 import pytest
-from qgis.core import Qgis, QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsProject, QgsRasterLayer, QgsRectangle
+from qgis.core import (
+    Qgis,
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsProject,
+    QgsRasterLayer,
+    QgsRectangle,
+    QgsTask,
+)
+from qgis.PyQt.QtCore import Qt
 
 from qgis_plugin.controller import Controller, RunInput
 from qgis_plugin.dock import EXTENT_LAYER, RSCoVLMDock
@@ -49,7 +58,8 @@ def test_detection_through_the_controller(controller, use_backend, scene_layer, 
     [layer] = result_layers(QgsProject.instance())
     assert layer.crs() == scene_layer.crs() and layer.crs().authid() == "EPSG:32633"
     assert layer.fields().names()[: len(STANDARD_FIELDS)] == STANDARD_FIELDS
-    assert layer.name().startswith("Detections – plane, ship (scene)")
+    assert layer.name() == f"Detect plane, ship #{controller._jobs_run}"
+    assert "Raster layer: scene" in layer.metadata().abstract() and '"classes": [\n    "plane",' in layer.metadata().abstract()
     assert progress and progress[-1] == (9, 9)  # 1024 px at 512 px tiles with 128 px overlap: 3 x 3
     assert controller.history[-1].question == "Detect objects: plane, ship"
     assert any(level == Qgis.MessageLevel.Success for _, level in bar_messages(controller.iface))
@@ -134,3 +144,43 @@ def test_upload_when_the_backend_cannot_read_local_files(controller, use_backend
     assert not Path(used).exists()  # the upload was deleted once the job was done
     [layer] = result_layers(QgsProject.instance())
     assert layer.crs().authid() == "EPSG:32633" and layer.extent() == scene_layer.extent()
+
+
+def test_the_dock_asks_as_the_model_was_trained_and_says_how_each_job_ended(controller, settings, demo_like_backend, scene_layer, qgis_iface):
+    """With the tile size left at 'model default' the backend cuts the model's own 224 px tiles
+    (the CLI's 36 views on this 1024 px scene, not 9 of 512 px); the dock then shows what the
+    model declares, the answer box and the progress bar speak of the last job only, and the bar
+    holds one RSCoVLM entry however many jobs ran."""
+    settings.mode, settings.url, settings.token, settings.poll_interval_ms = "remote", demo_like_backend.url, demo_like_backend.token, 50
+    settings.save()
+    dock = RSCoVLMDock(qgis_iface, controller, lambda: None)
+    try:
+        controller.refresh_status()
+        wait_until(lambda: controller.backend_status is not None, 30, "the backend's status")
+        assert dock.tile_size.text() == "model default (224 px)"
+        assert [dock.dota_classes.itemText(i) for i in range(dock.dota_classes.count())] == ["building", "plane", "ship"]
+        dock.layer_combo.setLayer(scene_layer)
+        dock.extent_combo.setCurrentIndex(dock.extent_combo.findData(EXTENT_LAYER))
+        dock.task_combo.setCurrentIndex(dock.task_combo.findData("ask"))
+        dock.text_edit.setText("Is there a harbor?")
+        assert dock.run()
+        finish(controller)
+        assert dock.answer_view.toPlainText().startswith("Ask: Is there a harbor?\n→ ")
+        dock.task_combo.setCurrentIndex(dock.task_combo.findData("detect"))
+        dock.dota_classes.setItemCheckState(dock.dota_classes.findText("ship"), Qt.CheckState.Checked)
+        progress = []
+        controller.progressed.connect(lambda done, total: progress.append((done, total)))
+        assert dock.run()
+        assert "options" not in controller.task.body  # nothing the user set: the model's defaults apply
+        assert controller.task.flags() & QgsTask.Flag.Silent  # QGIS adds no "Task complete" of its own
+        assert dock.answer_view.toPlainText() == "Detect objects: ship\n→ running…"  # not the last question's answer
+        finish(controller)
+        assert progress[-1] == (36, 36)
+        assert dock.progress.text() == "" and dock.progress.value() == 0  # no stale '36 / 36 views'
+        assert dock.answer_view.toPlainText().startswith("Detect objects: ship\n→ ") and "feature(s) in 'Detect ship #" in dock.answer_view.toPlainText()
+        assert len(bar_messages(qgis_iface)) == 1 and bar_messages(qgis_iface)[0][0].startswith("Detect objects: ship: ")  # one entry
+        names = [layer.name() for layer in result_layers(QgsProject.instance())]
+        assert len(names) == len(set(names)) == 2
+    finally:
+        dock.cleanup()
+        dock.deleteLater()

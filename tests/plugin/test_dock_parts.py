@@ -7,6 +7,7 @@ import json
 
 import pytest
 from qgis.core import QgsCoordinateReferenceSystem, QgsRectangle
+from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import QApplication
 
 from qgis_plugin.client import BackendError, Connection, resolve_connection
@@ -15,7 +16,7 @@ from qgis_plugin.dock import EXTENT_DRAWN, RSCoVLMDock
 from qgis_plugin.layers import build_layer
 from qgis_plugin.settings import PluginSettings
 from qgis_plugin.settings_dialog import SettingsDialog
-from qgis_plugin.task_request import RequestProblem, build_request, describe_request, split_classes
+from qgis_plugin.task_request import RequestProblem, build_request, describe_request, request_abstract, short_name, split_classes
 
 from .conftest import bar_messages
 
@@ -49,11 +50,13 @@ def test_settings_dialog_round_trip(settings, qgis_parent):
     assert loaded.batch_size == 4 and isinstance(loaded.timeout_s, int)
 
 
-def test_classes_from_the_dota_list_and_the_text(dock):
+def test_classes_from_the_picker_in_the_users_order_and_the_text(dock):
     dock.task_combo.setCurrentIndex(dock.task_combo.findData("detect"))
-    dock.dota_classes.setCheckedItems(["ship", "plane"])
+    assert dock.dota_classes.count() == 15  # DOTA-v1.0's, RSCoVLM's list, until a backend says its own
+    dock.dota_classes.setItemCheckState(dock.dota_classes.findText("ship"), Qt.CheckState.Checked)
+    dock.dota_classes.setItemCheckState(dock.dota_classes.findText("plane"), Qt.CheckState.Checked)
     dock.classes_edit.setText("ship, fishing boat;  ")
-    assert sorted(dock.classes()) == ["fishing boat", "plane", "ship"]
+    assert dock.classes() == ["ship", "plane", "fishing boat"]
     dock.task_combo.setCurrentIndex(dock.task_combo.findData("classify"))
     assert not dock.dota_classes.isVisibleTo(dock) and dock.classes_edit.isVisibleTo(dock)
     assert dock.classes() == ["ship", "fishing boat"]  # scene classes: the text only
@@ -101,11 +104,13 @@ def test_build_request():
     body = build_request("detect", "/d/s.tif", (1, 2, 3, 4), "EPSG:32633", [" plane", "ship", "plane", ""], tile_size=256, gsd=0.5)
     assert body == {
         "task": "detect", "raster": "/d/s.tif", "extent": [1.0, 2.0, 3.0, 4.0], "extent_crs": "EPSG:32633",
-        "classes": ["plane", "ship"], "options": {"tile_size": 256, "tile_overlap": 64, "gsd": 0.5},
+        "classes": ["plane", "ship"], "options": {"tile_size": 256, "gsd": 0.5},
     }  # fmt: skip
     assert describe_request(body) == "Detect objects: plane, ship"
     ask = build_request("ask", "s.tif", text="  How many?  ", zoom="on")
     assert ask["question"] == "How many?" and ask["options"] == {"zoom": "on"} and "extent" not in ask
+    # what the user left alone stays unset, for the backend to fill from its model
+    assert "options" not in build_request("detect", "s.tif", classes=["ship"], tile_size=None, zoom="auto")
     for task, kwargs, problem in (
         ("ground", {}, "No expression given"),
         ("ask", {"text": " "}, "No question given"),
@@ -136,3 +141,30 @@ def test_resolve_connection(settings, tmp_path):
     settings.url = " "
     with pytest.raises(BackendError, match="No backend URL"):
         resolve_connection(settings)
+
+
+def test_the_dock_offers_what_the_backends_model_was_trained_on(dock):
+    """GET /model's defaults (here the demo checkpoint's): its tile as the tile size's default,
+    its classes in the picker; a request with the default tile leaves tile_size unset."""
+    defaults = {"options": {"tile_size": 224}, "classes": ["building", "large vehicle", "plane", "ship", "small vehicle", "storage tank"]}
+    dock.task_combo.setCurrentIndex(dock.task_combo.findData("detect"))
+    dock.dota_classes.setItemCheckState(dock.dota_classes.findText("ship"), Qt.CheckState.Checked)
+    dock.controller.backend_status = {"model": {"model": "demo", "defaults": defaults}}
+    dock._show_status("running", "demo")
+    assert [dock.dota_classes.itemText(i) for i in range(dock.dota_classes.count())] == defaults["classes"]
+    assert dock.classes() == ["ship"]  # a ticked class the model knows stays ticked
+    assert dock.tile_size.value() == 0 and dock.tile_size.text() == "model default (224 px)"
+    assert dock.run_input().tile_size is None
+    dock.tile_size.setValue(448)
+    assert dock.run_input().tile_size == 448
+
+
+def test_short_layer_names_and_the_whole_request_beside_them():
+    body = build_request("detect", "/d/s.tif", classes=["plane", "ship", "storage tank", "large vehicle", "small vehicle", "building"])
+    assert short_name(body, 3) == "Detect plane, ship +4 #3"
+    ask = build_request("ask", "/d/s.tif", text="What colour is the roof of the largest hangar?", zoom="on")
+    assert short_name(ask, 5) == "Ask What colour is the roof… #5" and short_name(ask, 5, "zoom") == "Zoom What colour is the roof… #5"
+    assert short_name(build_request("caption", "/d/s.tif"), 6) == "Caption #6"
+    abstract = request_abstract(body, "scene (sample)", "resources/models/demo")
+    assert abstract.startswith("Detect objects: plane, ship, storage tank, large vehicle, small vehicle, building\nRaster layer: scene (sample)")
+    assert '"raster": "/d/s.tif"' in abstract and "Model: resources/models/demo" in abstract

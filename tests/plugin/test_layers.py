@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import pytest
-from qgis.core import QgsCategorizedSymbolRenderer, QgsCoordinateReferenceSystem, QgsProject, QgsVectorLayer, QgsWkbTypes
+from qgis.core import (
+    Qgis,
+    QgsCategorizedSymbolRenderer,
+    QgsCoordinateReferenceSystem,
+    QgsExpression,
+    QgsExpressionContext,
+    QgsExpressionContextUtils,
+    QgsProject,
+    QgsVectorLayer,
+)
+from qgis.PyQt.QtCore import Qt
 
 from qgis_plugin.layers import (
     GROUP_NAME,
+    _field_kind_of,
     add_to_results,
     build_layer,
     crs_from_text,
@@ -15,11 +26,12 @@ from qgis_plugin.layers import (
     save_geopackage,
     split_roles,
 )
+from qgis_plugin.task_request import DOTA_CLASSES
 
 # A Lambert azimuthal equal-area CRS with no EPSG code: the backend names such CRSs by WKT.
 CUSTOM_WKT = QgsCoordinateReferenceSystem.fromProj(
     "+proj=laea +lat_0=45 +lon_0=12 +x_0=0 +y_0=0 +ellps=GRS80 +units=m +no_defs"
-).toWkt(QgsCoordinateReferenceSystem.WKT2_2019)
+).toWkt(Qgis.CrsWktVariant.Wkt2_2019)
 
 
 def box(x: float, y: float, size: float = 10.0) -> dict:
@@ -45,7 +57,7 @@ def test_epsg_crs_and_attributes_are_kept():
     assert [r["label"] for r in rows] == ["plane", "ship"]
     assert rows[1]["tile"] == 3 and rows[1]["raw_text"] == "1,2,3,4,5,6,7,8 ship"
     assert layer.extent().xMinimum() == 500000.0 and layer.extent().xMaximum() == 500110.0
-    assert layer.wkbType() == QgsWkbTypes.Type.Polygon
+    assert layer.wkbType() == Qgis.WkbType.Polygon
 
 
 def test_wkt_crs_is_kept():
@@ -138,3 +150,44 @@ def test_save_geopackage_writes_atomically(tmp_path):
         save_geopackage(layer, str(tmp_path / "missing" / "out.gpkg"))
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["out.gpkg"]
+
+
+def test_every_field_kind_round_trips_through_qgis_field_types():
+    """QgsField.type() on QGIS 3.40 is a QMetaType.Type (no metaType() there): each property
+    kind must come back as the kind it went in as, or values would be written as text."""
+    features = [detection("plane", 0.0, count=3, score=0.25, checked=True, note="n")]
+    layer, skipped = build_layer("Detections", features, "EPSG:32633", "detections")
+    assert skipped == 0
+    assert {name: _field_kind_of(layer.fields().field(name)) for name in ("count", "score", "checked", "note", "tile")} == {
+        "count": int, "score": float, "checked": bool, "note": str, "tile": int
+    }  # fmt: skip
+    row = attributes(layer)[0]
+    assert (row["count"], row["score"], row["checked"], row["tile"]) == (3, 0.25, True, 0)
+
+
+def test_answer_layers_outline_the_extent_and_keep_the_text_off_the_map():
+    layer, _ = build_layer("Caption #1", [detection("", 0.0, text="a harbor with three ships")], "EPSG:32633", "answer")
+    symbol = layer.renderer().symbol()
+    fill = symbol.symbolLayer(0)
+    assert fill.brushStyle() == Qt.BrushStyle.NoBrush  # the raster is not tinted, however many answers
+    assert fill.strokeStyle() != Qt.PenStyle.NoPen and fill.strokeWidth() >= 1.5
+    assert not layer.labelsEnabled()  # the sentence is in the dock, the attribute table and the map tip
+    assert '"text"' in layer.mapTipTemplate()
+    context = QgsExpressionContext(QgsExpressionContextUtils.globalProjectLayerScopes(layer))
+    context.setFeature(next(layer.getFeatures()))
+    assert "a harbor with three ships" in QgsExpression.replaceExpressionText(layer.mapTipTemplate(), context)
+
+
+def test_detections_read_on_imagery():
+    """2 px saturated outlines per class, a legend entry per class, labels only when zoomed in."""
+    layer, _ = build_layer("Detections", [detection(label, 20.0 * i) for i, label in enumerate(DOTA_CLASSES + ("building",))], "EPSG:32633", "detections")
+    categories = layer.renderer().categories()
+    assert [c.label() for c in categories] == sorted(DOTA_CLASSES + ("building",))  # the class legend
+    for category in categories:
+        outline = category.symbol().symbolLayer(0)
+        assert outline.strokeWidth() == 2.0 and outline.strokeWidthUnit() == Qgis.RenderUnit.Pixels
+        color = outline.strokeColor()
+        assert color.hsvSaturationF() >= 0.7 and color.valueF() >= 0.7, (category.label(), color.name())
+    assert len({c.symbol().symbolLayer(0).strokeColor().name() for c in categories}) == len(categories)
+    settings = layer.labeling().settings()
+    assert settings.scaleVisibility and 0 < settings.minimumScale <= 1000  # no class names crowding a zoomed-out map

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from qgis.core import Qgis
+from qgis.PyQt.QtWidgets import QPushButton
 
 from qgis_plugin.client import BackendClient, resolve_connection
 from qgis_plugin.controller import Controller
@@ -111,4 +112,7 @@ def test_a_command_that_does_not_exist(controller, settings, tmp_path):
     wait_until(lambda: controller.states and controller.states[-1][0] == "error", 20, "the start to fail")
     assert "could not be started" in controller.states[-1][1]
     assert controller.backend.state == "stopped"
+    # the message says to fix the command in the settings, and its button opens them
+    [item] = controller.iface.messageBar().items()
+    assert [button.text() for button in item.findChildren(QPushButton)] == ["Open settings"]
     assert os.environ["PYTHONPATH"] == QGIS_ENVIRONMENT["PYTHONPATH"]  # QGIS's own environment is untouched

@@ -44,7 +44,7 @@ def test_zip_follows_the_plugin_repository_rules(package):
         metadata = metadata_of(archive)
         for field in REQUIRED_METADATA + RECOMMENDED_METADATA:
             assert metadata.get(field, "").strip(), f"metadata.txt lacks {field}"
-        assert metadata["qgisMinimumVersion"] == "3.22" and metadata["qgisMaximumVersion"] == "4.99"
+        assert metadata["qgisMinimumVersion"] == "3.40" and metadata["qgisMaximumVersion"] == "4.99" and metadata["supportsQt6"] == "True"
         assert f"rscovlm_qgis/{metadata['icon']}" in names
         assert metadata["repository"].startswith("https://")
         sources = sorted(p.name for p in (REPO / "qgis_plugin").glob("*.py"))

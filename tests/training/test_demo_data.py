@@ -14,6 +14,7 @@ from backend.contract import TaskOptions, TaskRequest
 from backend.evaluation.dataset import open_split
 from backend.evaluation.dota_io import read_image_files
 from backend.evaluation.run import evaluate_model
+from backend.model_defaults import ModelDefaults
 from backend.parsing import parse_boxes, parse_tool_call
 from backend.pipeline import TaskRun
 from backend.prompts import ZOOM_REQUEST_SUFFIX, ZOOM_SYSTEM, zoom_tool_call
@@ -125,11 +126,11 @@ def test_eval_run_scores_the_chain_on_the_kept_mosaics(demo_data, tmp_path):
 
     split = open_split(out / "val")
     assert Counter(s.task for s in split.samples)["zoom"] == len(records)
-    options = {"max_pixels": DEMO_MAX_PIXELS, "tile_size": TILE, "tile_overlap": 64}
-    report = evaluate_model(ScriptedEngine(right), split, tmp_path / "right", task_options=options)
+    demo = ModelDefaults({"max_pixels": DEMO_MAX_PIXELS, "tile_size": TILE, "tile_overlap": 64})
+    report = evaluate_model(ScriptedEngine(right, defaults=demo), split, tmp_path / "right")
     assert report["tasks"]["zoom"]["accuracy"] == 1.0
     assert report["tasks"]["zoom"]["outcomes"] == {"answered after zooming": len(records)}
-    wrong = evaluate_model(ScriptedEngine(["purple"]), split, tmp_path / "wrong", task_options=options)
+    wrong = evaluate_model(ScriptedEngine(["purple"], defaults=demo), split, tmp_path / "wrong")
     assert wrong["tasks"]["zoom"]["accuracy"] == 0.0
     assert wrong["tasks"]["zoom"]["outcomes"] == {"answered without zooming": len(records)}
 

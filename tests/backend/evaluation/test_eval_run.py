@@ -24,6 +24,7 @@ class CountingEngine:
 
     def __init__(self, engine):
         self.engine, self.batch_size, self.model_id, self.calls = engine, 1, engine.model_id, 0
+        self.defaults = engine.defaults
 
     def generate(self, conversations, max_new_tokens):
         self.calls += 1

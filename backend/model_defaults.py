@@ -1,0 +1,123 @@
+"""What a checkpoint says about how it was trained, so that a request is asked the way the model
+learned: the view sizes (pixel budget, detection tile) and the detection classes its prompts
+listed.
+
+A request leaves an option unset unless the user set it (pydantic's `model_fields_set`);
+`with_model_defaults` fills what is unset from the checkpoint's declarations, and TaskOptions'
+own defaults (MODEL_IO's) fill the rest. The CLI, the service and `eval run` all go through
+it, so the dock, a script and the command line ask a model the same question.
+
+A checkpoint declares in `rscovlm_task_defaults.json`: TaskOptions fields (the demo checkpoint:
+224 px tiles, a 448 px view budget) and `classes`, the detection classes it was trained on.
+An adapter folder may hold the same file (a fine-tuning run writes its dataset's), and wins
+over its base. Without a declaration the classes are DOTA-v1.0's fifteen, RSCoVLM's list.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from backend.contract import TaskOptions, TaskRequest
+from backend.errors import UserError, validation_problem
+from backend.prompts import DOTA_CLASSES
+
+TASK_DEFAULTS_FILE = "rscovlm_task_defaults.json"
+CLASSES_KEY = "classes"
+
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    """Task options a checkpoint declares, the classes it was trained to detect, and the files
+    that said so."""
+
+    options: dict[str, Any] = field(default_factory=dict)
+    classes: tuple[str, ...] = DOTA_CLASSES
+    sources: tuple[str, ...] = ()
+
+    def describe(self) -> dict:
+        """For GET /model: every option as a request gets it when it sets none, and which of
+        them the checkpoint declared."""
+        return {
+            "options": TaskOptions(**self.options).model_dump(mode="json"),
+            "declared": sorted(self.options),
+            "classes": list(self.classes),
+            "sources": list(self.sources),
+        }
+
+    @classmethod
+    def from_description(cls, described: dict | None) -> ModelDefaults:
+        """The defaults another `rscovlm serve` reports under GET /model; general ones when it
+        reports none (vLLM, an older server) or something unreadable."""
+        if not isinstance(described, dict):
+            return cls()
+        options = described.get("options") if isinstance(described.get("options"), dict) else {}
+        declared = {name: options[name] for name in described.get("declared") or [] if name in options and name in TaskOptions.model_fields}
+        classes = [str(c) for c in described.get("classes") or [] if isinstance(c, str) and c.strip()]
+        return cls(declared, tuple(classes) or DOTA_CLASSES, tuple(str(s) for s in described.get("sources") or []))
+
+
+def read_declaration(folder: Path) -> tuple[dict, tuple[str, ...] | None] | None:
+    """(options, classes) a folder's rscovlm_task_defaults.json declares; None without the file.
+    A file that cannot be used is refused with one line."""
+    path = folder / TASK_DEFAULTS_FILE
+    if not path.is_file():
+        return None
+    try:
+        declared = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path} cannot be read as JSON ({exc}).", "Fix or delete the file.") from exc
+    if not isinstance(declared, dict):
+        raise UserError(f"{path} is not a JSON object.", "Fix or delete the file.")
+    classes = declared.pop(CLASSES_KEY, None)
+    unknown = sorted(set(declared) - set(TaskOptions.model_fields))
+    if unknown:
+        raise UserError(
+            f"{path} names unknown task options: {', '.join(unknown)}.",
+            f"Use '{CLASSES_KEY}' and fields of TaskOptions: {', '.join(TaskOptions.model_fields)}.",
+        )
+    if classes is not None and (not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c.strip() for c in classes)):
+        raise UserError(f"{path}: '{CLASSES_KEY}' must be a non-empty list of class names.", "Fix or delete the file.")
+    try:
+        TaskOptions(**declared)
+    except ValidationError as exc:
+        raise UserError(f"{path}: {validation_problem(exc.errors())}", "Fix or delete the file.") from None
+    return declared, tuple(c.strip() for c in classes) if classes else None
+
+
+def model_defaults(model: str | None, adapter: str | None = None) -> ModelDefaults:
+    """The defaults of a checkpoint folder (and an adapter on it). A hub id or a folder that
+    declares nothing gets the general ones."""
+    options: dict = {}
+    classes: tuple[str, ...] | None = None
+    sources: list[str] = []
+    for folder in (Path(model).expanduser() if model else None, Path(adapter).expanduser() if adapter else None):
+        declaration = read_declaration(folder) if folder is not None and folder.is_dir() else None
+        if declaration is None:
+            continue
+        options.update(declaration[0])
+        classes = declaration[1] or classes
+        sources.append(str(folder / TASK_DEFAULTS_FILE))
+    return ModelDefaults(options, classes or DOTA_CLASSES, tuple(sources))
+
+
+def with_model_defaults(request: TaskRequest, defaults: ModelDefaults) -> TaskRequest:
+    """The request with every option it leaves unset taken from the checkpoint's declarations.
+    A declared tile overlap belongs to the declared tile: a request that sets its own tile size
+    gets the overlap that goes with it."""
+    given = request.options.model_dump(exclude_unset=True)
+    declared = dict(defaults.options)
+    if "tile_size" in given:
+        declared.pop("tile_overlap", None)
+    try:
+        options = TaskOptions(**(declared | given))
+    except ValidationError as exc:
+        raise UserError(
+            f"{validation_problem(exc.errors())[:-1]} (with the model's defaults {declared}).",
+            "Set the options that clash yourself.",
+        ) from None
+    return request.model_copy(update={"options": options})
