@@ -11,10 +11,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from backend.resolution import DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, MAX_PIXELS, MIN_PIXELS
+from backend.resolution import DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, MAX_IMAGE_PIXELS, MAX_PIXELS, MIN_PIXELS
 
-Task = Literal["detect", "ground", "caption", "classify", "ask"]
-TASKS: tuple[str, ...] = ("detect", "ground", "caption", "classify", "ask")
+Task = Literal["detect", "ground", "caption", "classify", "ask", "describe"]
+TASKS: tuple[str, ...] = ("detect", "ground", "caption", "classify", "ask", "describe")
+# Answer limits by task when a request sets none. A detection line is ~30 tokens (Qwen spells
+# every digit): 4096 holds ~130 objects, more than a dense 504 px tile of a parking lot (the
+# reference evaluator allowed 16384; benchmarks/results/answer_limit.md measures the cost).
+DEFAULT_MAX_NEW_TOKENS = {"detect": 4096, "ground": 64, "caption": 128, "classify": 32, "ask": 64, "describe": 128}
+MAX_NEW_TOKENS = 16384
+MAX_REGIONS = 1000  # regions one describe request may ask about
 
 
 class TaskOptions(BaseModel):
@@ -26,13 +32,20 @@ class TaskOptions(BaseModel):
     )
     gsd: float | None = Field(None, gt=0, description="resample to this many metres per pixel; default: native")
     bands: list[int] | None = Field(None, description="1-based band numbers: one (grey) or three (R,G,B)")
-    box_form: Literal["polygon", "rbox", "hbox"] = Field("polygon", description="detection answer form asked for")
+    box_form: Literal["polygon", "rbox", "hbox"] | None = Field(
+        None, description="answer form asked for; default: polygon for detection, hbox (a box) for grounding, which also takes polygon"
+    )
     nms_iou: float = Field(0.1, ge=0.0, le=1.0, description="rotated NMS IoU across tiles (DOTA merge: 0.1)")
-    max_new_tokens: int | None = Field(None, ge=1, le=8192, description="default: 1024 for detection, 128 otherwise")
-    min_pixels: int = Field(MIN_PIXELS, ge=28 * 28)
-    max_pixels: int = Field(MAX_PIXELS, ge=28 * 28)
+    max_new_tokens: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_NEW_TOKENS,
+        description="answer length limit, tokens; default: " + ", ".join(f"{n} for {t}" for t, n in DEFAULT_MAX_NEW_TOKENS.items()),
+    )
+    min_pixels: int = Field(MIN_PIXELS, ge=28 * 28, le=MAX_IMAGE_PIXELS, description="pixel budget of a view, least; default: the model's trained range")
+    max_pixels: int = Field(MAX_PIXELS, ge=28 * 28, le=MAX_IMAGE_PIXELS, description="pixel budget of a view, most; default: the model's trained range")
     zoom: Literal["auto", "on", "off"] = Field(
-        "auto", description="Zoom-in Chain for ask/ground; auto: when the extent exceeds the pixel budget by zoom_factor"
+        "auto", description="Zoom-in Chain for ask (the only task it was trained on); auto: when the extent exceeds the pixel budget by zoom_factor"
     )
     zoom_factor: float = Field(4.0, gt=1.0, description="auto zooms when extent pixels > zoom_factor x max_pixels")
     zoom_steps: int = Field(1, ge=0, le=8, description="zoom steps allowed after the first")
@@ -57,6 +70,10 @@ class TaskRequest(BaseModel):
     classes: list[str] | None = None
     expression: str | None = None
     question: str | None = None
+    choices: list[str] | None = Field(None, description="ask: answer choices (multiple choice), bare or lettered '(A) x'; at most five")
+    regions: list[tuple[float, float, float, float]] | None = Field(
+        None, max_length=MAX_REGIONS, description="describe: xmin, ymin, xmax, ymax of each feature to describe, in extent_crs (default: the raster's)"
+    )
     options: TaskOptions = Field(default_factory=TaskOptions)
 
     @field_validator("classes")
@@ -75,6 +92,15 @@ class TaskRequest(BaseModel):
             raise ValueError("task 'ground' needs an expression (what to find)")
         if self.task == "ask" and not (self.question and self.question.strip()):
             raise ValueError("task 'ask' needs a question")
+        if self.choices is not None and not 2 <= len([c for c in self.choices if c.strip()]) <= 5:
+            raise ValueError("choices must be two to five non-empty answers")
+        if self.task == "describe" and not self.regions:
+            raise ValueError("task 'describe' needs regions (the boxes of the features to describe)")
+        if self.regions and any(not (x0 < x1 and y0 < y1) for x0, y0, x1, y1 in self.regions):
+            raise ValueError("every region must be xmin, ymin, xmax, ymax with xmin < xmax and ymin < ymax")
+        form = self.options.box_form
+        if form is not None and self.task == "ground" and form == "rbox":
+            raise ValueError("grounding answers a box (hbox) or a polygon, not rbox")
         return self
 
 
@@ -98,6 +124,8 @@ class TaskStats(BaseModel):
     new_tokens: int = 0
     boxes_parsed: int = 0
     boxes_merged_away: int = 0
+    boxes_not_requested: int = Field(0, description="boxes of trained classes the prompt listed but the request did not ask for")
+    views_truncated: int = Field(0, description="views whose answer stopped at the answer limit (max_new_tokens) instead of ending")
     lines_skipped: int = 0
     skipped: list[SkippedLine] = Field(default_factory=list, description="first skipped lines, for diagnosis")
 
@@ -279,6 +307,12 @@ class ChatMessage(BaseModel):
     content: str | list[ChatContentPart]
 
 
+class ChatStreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    include_usage: bool = False
+
+
 class ChatCompletionRequest(BaseModel):
     """The OpenAI chat-completions request, as far as a greedy VLM uses it; other fields that
     OpenAI clients send are accepted and ignored."""
@@ -287,11 +321,12 @@ class ChatCompletionRequest(BaseModel):
 
     model: str | None = None
     messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = Field(None, ge=1, le=8192)
-    max_completion_tokens: int | None = Field(None, ge=1, le=8192)
+    max_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS)
     temperature: float | None = Field(None, description="ignored: decoding is greedy, as RSCoVLM was evaluated")
     n: int = Field(1, ge=1, le=1)
-    stream: bool = False
+    stream: bool = Field(False, description="answer as server-sent events (chat.completion.chunk), as OpenAI streams")
+    stream_options: ChatStreamOptions | None = None
 
 
 class ChatResponseMessage(BaseModel):

@@ -15,12 +15,6 @@ import shapely
 from shapely.geometry import Polygon
 
 
-def signed_area(points: np.ndarray) -> float:
-    """Shoelace area; positive when the vertices run clockwise on screen (y down)."""
-    x, y = points[:, 0], points[:, 1]
-    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y))
-
-
 def order_vertices(points: np.ndarray) -> np.ndarray:
     """Vertices clockwise on screen, starting at the top-most one (left-most on a tie): the
     order RSCoVLM's detection answers and training targets use. Takes one polygon (K, 2) or
@@ -78,12 +72,6 @@ def rectify_many(quads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     x, y = corners[..., 0], corners[..., 1]
     area = 0.5 * (x * np.roll(y, -1, axis=1) - np.roll(x, -1, axis=1) * y).sum(axis=1)
     return corners, area > 1e-9
-
-
-def rectify(points: np.ndarray) -> np.ndarray | None:
-    """`rectify_many` for one quadrilateral; None when it has no area."""
-    corners, has_area = rectify_many(np.asarray(points, dtype=float).reshape(1, 4, 2))
-    return corners[0] if has_area[0] else None
 
 
 def to_polygon(points: np.ndarray) -> Polygon:

@@ -68,6 +68,3 @@ def raster_to_map(colrow: np.ndarray, transform: Affine) -> np.ndarray:
 def map_to_raster(xy: np.ndarray, transform: Affine) -> np.ndarray:
     return raster_to_map(xy, ~transform)
 
-
-def view_to_map(xy: np.ndarray, view: View, transform: Affine) -> np.ndarray:
-    return raster_to_map(view.to_raster(xy), transform)

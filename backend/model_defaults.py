@@ -7,10 +7,13 @@ A request leaves an option unset unless the user set it (pydantic's `model_field
 own defaults (MODEL_IO's) fill the rest. The CLI, the service and `eval run` all go through
 it, so the dock, a script and the command line ask a model the same question.
 
-A checkpoint declares in `rscovlm_task_defaults.json`: TaskOptions fields (the demo checkpoint:
-224 px tiles, a 448 px view budget) and `classes`, the detection classes it was trained on.
-An adapter folder may hold the same file (a fine-tuning run writes its dataset's), and wins
-over its base. Without a declaration the classes are DOTA-v1.0's fifteen, RSCoVLM's list.
+Sources, the later winning: the pixel range of the checkpoint's processor config (RSCoVLM's
+training script saves the range it trained with, `preprocessor_config.json`, and its evaluator
+reads it back; a hub id's is read from the local download cache), then the checkpoint's
+`rscovlm_task_defaults.json` (TaskOptions fields, e.g. the demo's 224 px tiles and 448 px views,
+and `classes`, the detection classes it was trained on), then an adapter's file of the same name
+(a fine-tuning run writes its dataset's classes). Without a declaration the classes are
+DOTA-v1.0's fifteen, RSCoVLM's list.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from backend.prompts import DOTA_CLASSES
 
 TASK_DEFAULTS_FILE = "rscovlm_task_defaults.json"
 CLASSES_KEY = "classes"
+PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")  # transformers 4 and 5 names
 
 
 @dataclass(frozen=True)
@@ -89,12 +93,52 @@ def read_declaration(folder: Path) -> tuple[dict, tuple[str, ...] | None] | None
     return declared, tuple(c.strip() for c in classes) if classes else None
 
 
+def _processor_file(model: str) -> Path | None:
+    """The checkpoint's processor config: in its folder, or for a hub id in the local cache."""
+    folder = Path(model).expanduser()
+    if folder.is_dir():
+        return next((folder / name for name in PROCESSOR_FILES if (folder / name).is_file()), None)
+    if model.count("/") != 1:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    for name in PROCESSOR_FILES:
+        cached = try_to_load_from_cache(model, name)
+        if isinstance(cached, str):
+            return Path(cached)
+    return None
+
+
+def trained_pixel_range(path: Path) -> dict:
+    """min_pixels / max_pixels a processor config holds (as keys, or as the image processor's
+    size shortest_edge / longest_edge); {} when it holds none that TaskOptions accepts."""
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    config = config.get("image_processor", config) if isinstance(config, dict) else {}
+    if not isinstance(config, dict):
+        return {}
+    size = config.get("size") if isinstance(config.get("size"), dict) else {}
+    found = {"min_pixels": config.get("min_pixels", size.get("shortest_edge")), "max_pixels": config.get("max_pixels", size.get("longest_edge"))}
+    found = {k: v for k, v in found.items() if isinstance(v, int) and not isinstance(v, bool)}
+    try:
+        TaskOptions(**found)
+    except ValidationError:
+        return {}
+    return found
+
+
 def model_defaults(model: str | None, adapter: str | None = None) -> ModelDefaults:
-    """The defaults of a checkpoint folder (and an adapter on it). A hub id or a folder that
-    declares nothing gets the general ones."""
+    """The defaults of a checkpoint folder or hub id (and an adapter on it); the general ones
+    for what declares nothing."""
     options: dict = {}
     classes: tuple[str, ...] | None = None
     sources: list[str] = []
+    processor = _processor_file(model) if model else None
+    if processor is not None and trained_pixel_range(processor):
+        options.update(trained_pixel_range(processor))
+        sources.append(str(processor))
     for folder in (Path(model).expanduser() if model else None, Path(adapter).expanduser() if adapter else None):
         declaration = read_declaration(folder) if folder is not None and folder.is_dir() else None
         if declaration is None:

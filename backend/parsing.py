@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -76,6 +77,8 @@ def _is_none_answer(text: str) -> bool:
 def _points_from_numbers(values: list[float], size: tuple[int, int]) -> tuple[np.ndarray | None, str, str]:
     """Corner points for 4 (hbox), 5 (rbox) or 8 (polygon) numbers; (None, form, reason) if unusable."""
     width, height = size
+    if not all(math.isfinite(v) for v in values):
+        return None, "", "a number that is not finite (NaN or Infinity)"
     if any(abs(v) > _MAX_COORD for v in values):
         return None, "", "coordinate out of range"
     n = len(values)
@@ -244,11 +247,29 @@ def match_class_in_text(text: str, classes: Sequence[str]) -> str | None:
     closest spelling of the whole answer."""
     if not isinstance(text, str):
         return None
-    answer = " " + normalise_category(text).strip(" .") + " "
+    answer = " " + " ".join(re.sub(r"[^\w\s]", " ", normalise_category(text)).split()) + " "  # "Airport, with a runway."
     contained = [c for c in classes if f" {normalise_category(c)} " in answer]
     if contained:
         return max(contained, key=lambda c: len(normalise_category(c)))
     return match_label(text, classes, cutoff=0.8)
+
+
+_CHOICE = re.compile(r"^\s*\(?([A-E])\b\)?")
+
+
+def match_choice(text: str, choices: Sequence[str]) -> str | None:
+    """The option a multiple-choice answer picks: its letter (`B`, `(B)`, `B. Red`) among the
+    lettered choices, or an option's text the answer repeats; None otherwise. The option is
+    returned without its letter."""
+    if not isinstance(text, str):
+        return None
+    options = {c[1]: c[4:].strip() for c in choices if len(c) > 4 and c[0] == "(" and c[2] == ")"}
+    match = _CHOICE.match(text)
+    if match and match.group(1) in options:
+        return options[match.group(1)]
+    answer = normalise_category(re.sub(r"[^\w\s]", " ", text))
+    named = [option for option in options.values() if normalise_category(option) == answer]
+    return named[0] if named else None
 
 
 @dataclass(frozen=True)

@@ -1,48 +1,58 @@
 """One task from request to FeatureCollection: views -> model -> parse -> map back -> merge.
 
 A `TaskRun` holds the state of one request: the open raster, the planned views and what the
-model said so far. It does not call the model itself; `run_task` drives it with an engine, in
-batches. Keeping the two apart lets a server batch the views of several queued runs together.
+model said so far. It does not call the model itself; `backend.drive` drives it with an engine,
+in batches. Keeping the two apart lets a server batch the views of several queued runs together.
+
+A run asks the model the way it was trained (its `ModelDefaults`): options the request leaves
+unset are the model's, detection prompts list every class the model was trained on (and keep
+the requested ones from the answer), and detection decodes with repetition penalty 1.0.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
 
 import numpy as np
 import shapely
 
-from backend.contract import Feature, RasterInfo, SkippedLine, TaskRequest, TaskResult, TaskStats
-from backend.engine import Engine, Generation
-from backend.errors import Cancelled, UserError
+from backend.contract import DEFAULT_MAX_NEW_TOKENS, Feature, RasterInfo, SkippedLine, TaskRequest, TaskResult, TaskStats
+from backend.engine import Generation
+from backend.errors import UserError
 from backend.geometry import rotated_nms
 from backend.georef import View, raster_to_map
-from backend.parsing import match_class_in_text, parse_boxes
+from backend.model_defaults import ModelDefaults, with_model_defaults
+from backend.parsing import match_choice, match_class_in_text, parse_boxes
 from backend.prompts import (
     CAPTION_PROMPT,
     ZOOM_SYSTEM,
     Conversation,
     classification_prompt,
+    detection_categories,
     detection_prompt,
     grounding_prompt,
+    lettered_choices,
+    multiple_choice_prompt,
+    normalise_category,
+    region_caption_prompt,
     single_turn,
     vqa_prompt,
     zoom_request,
 )
 from backend.raster import PixelWindow, RasterSource, crs_name
 from backend.resolution import FACTOR, default_tile_overlap, plan_tiles, view_size
-from backend.zoom import decide_zoom, zoom_chain
+from backend.zoom_plan import decide_zoom
 
-DEFAULT_MAX_NEW_TOKENS = {"detect": 1024, "ground": 64, "caption": 128, "classify": 32, "ask": 64}
 MAX_SKIPPED_KEPT = 50
-
-ProgressCallback = Callable[[int, int], None]
-StopCheck = Callable[[], bool]
-
-
+# RSCoVLM's detection was measured with vLLM at repetition penalty 1.0 (MODEL_IO); a
+# checkpoint's generation config may carry another (Qwen2.5-VL-Instruct's: 1.05).
+DETECTION_REPETITION_PENALTY = 1.0
 # Upsampling finer than this adds no detail, only tiles: a typo (0.0001 for 0.1) would plan
 # billions of them.
 MAX_UPSAMPLING = 8.0
+# A region to describe is shown with context: a window of at least the detection tile and
+# twice the region's longest side, centred on it.
+REGION_CONTEXT = 2.0
 
 
 def working_scale(source: RasterSource, window: PixelWindow, gsd: float | None) -> tuple[float, float]:
@@ -62,13 +72,15 @@ def working_scale(source: RasterSource, window: PixelWindow, gsd: float | None) 
 
 
 def plan_views(source: RasterSource, window: PixelWindow, request: TaskRequest) -> list[View]:
-    """Detection: tiles at the working GSD. Other tasks: the whole extent as one view inside
-    the pixel budget (a decimated read when the extent is larger)."""
+    """Detection: tiles at the working GSD. Describe: a window around each region. Other tasks:
+    the whole extent as one view inside the pixel budget (a decimated read when it is larger)."""
     options = request.options
     sx, sy = working_scale(source, window, options.gsd)
     work_w, work_h = max(1, round(window.width * sx)), max(1, round(window.height * sy))
     px_x, px_y = window.width / work_w, window.height / work_h  # raster pixels per working pixel
     try:
+        if request.task == "describe":
+            return [region_view(source, request, box, (sx, sy), i) for i, box in enumerate(region_boxes(source, request))]
         if request.task != "detect":
             out_h, out_w = view_size(work_h, work_w, options.min_pixels, options.max_pixels)
             return [View(window.col_off, window.row_off, window.width, window.height, out_w, out_h, 0)]
@@ -99,11 +111,39 @@ def plan_views(source: RasterSource, window: PixelWindow, request: TaskRequest) 
         raise UserError(f"cannot plan views for this extent: {exc}.", "Choose a wider extent or other tile options.") from exc
 
 
+def region_boxes(source: RasterSource, request: TaskRequest) -> list[tuple[float, float, float, float]]:
+    """Each region to describe as a raster-pixel box (col0, row0, col1, row1), clipped to the raster."""
+    boxes = []
+    for number, region in enumerate(request.regions or []):
+        c0, r0, c1, r1 = source.pixel_box(region, request.extent_crs)
+        c0, r0, c1, r1 = max(c0, 0.0), max(r0, 0.0), min(c1, float(source.width)), min(r1, float(source.height))
+        if c1 <= c0 or r1 <= r0:
+            raise UserError(f"region {number + 1} ({', '.join(f'{v:g}' for v in region)}) lies outside the raster.",
+                            "Describe features that lie on the raster, or give extent_crs when they are in another CRS.")
+        boxes.append((c0, r0, c1, r1))
+    return boxes
+
+
+def region_view(source: RasterSource, request: TaskRequest, box: tuple[float, float, float, float], scale: tuple[float, float], index: int) -> View:
+    """A window around a region with context, kept on the raster, inside the pixel budget."""
+    options = request.options
+    c0, r0, c1, r1 = box
+    side = max(options.tile_size / max(scale), REGION_CONTEXT * max(c1 - c0, r1 - r0))  # raster pixels
+    width, height = min(side, float(source.width)), min(side, float(source.height))
+    col = min(max(0.0, (c0 + c1 - width) / 2), source.width - width)
+    row = min(max(0.0, (r0 + r1 - height) / 2), source.height - height)
+    col, row = math.floor(col), math.floor(row)
+    width, height = min(math.ceil(width), source.width - col), min(math.ceil(height), source.height - row)
+    out_h, out_w = view_size(max(1, round(height * scale[1])), max(1, round(width * scale[0])), options.min_pixels, options.max_pixels)
+    return View(col, row, width, height, out_w, out_h, index)
+
+
 class TaskRun:
     """State of one request between planning and its FeatureCollection."""
 
-    def __init__(self, request: TaskRequest, model_id: str):
-        self.request = request
+    def __init__(self, request: TaskRequest, model_id: str, defaults: ModelDefaults | None = None):
+        defaults = defaults or ModelDefaults()
+        self.request = request = with_model_defaults(request, defaults)
         self.model_id = model_id
         self.source = RasterSource.open(request.raster, request.options.bands)
         try:
@@ -111,18 +151,36 @@ class TaskRun:
             self.views = plan_views(self.source, self.window, request)
             self.stretch = self.source.stretch_for(self.window)
             self.work_scale = working_scale(self.source, self.window, request.options.gsd)
+            # On a rotated geotransform the window is the extent's pixel bounding box: results are clipped back to the extent.
+            self.clip = shapely.box(*self.source.map_bounds(request.extent, request.extent_crs)) if request.extent and self.source.rotated else None
         except BaseException:
             self.source.close()
             raise
-        # ask/ground: the Zoom-in Chain's decision, then its trace (None for other tasks)
+        self.warnings = list(self.source.warnings) + trained_range_warnings(request, defaults)
+        # detection: the prompt lists every class the model was trained on, then any other requested
+        self.asked: dict[str, str] = {normalise_category(c): c for c in request.classes or []} if request.task == "detect" else {}
+        self.prompt_classes = detection_categories(list(defaults.classes) + list(request.classes or [])) if request.task == "detect" else []
+        untrained = [c for key, c in self.asked.items() if key not in detection_categories(defaults.classes)]
+        if untrained:
+            self.warnings.append(
+                f"the model was not trained to detect {', '.join(repr(c) for c in untrained)}: added to the prompt beside its own "
+                f"classes ({', '.join(defaults.classes)}), but expect little."
+            )
         self.zoom = decide_zoom(request, self.window.width * self.work_scale[0], self.window.height * self.work_scale[1])
         self.system, self.user = self._prompt()
         self.max_new_tokens = request.options.max_new_tokens or DEFAULT_MAX_NEW_TOKENS[request.task]
+        self.repetition_penalty = DETECTION_REPETITION_PENALTY if request.task == "detect" else None
         self.stats = TaskStats(views=len(self.views))
         self.done = 0
         self.candidates: list[dict] = []  # detections/groundings in raster pixels, before merging
-        self.texts: list[str] = []
-        self.warnings = list(self.source.warnings)
+        self.texts: dict[int, str] = {}  # text answers by view
+        if request.task != "ask" and request.options.zoom == "on":
+            self.warnings.append(f"the Zoom-in Chain was trained on questions only: {request.task} is answered on the whole view.")
+        if request.task == "ground" and self._budget_ratio() > request.options.zoom_factor:
+            self.warnings.append(
+                f"the extent is {self._budget_ratio():.0f}x the pixel budget, so the model sees it at 1/{math.sqrt(self._budget_ratio()):.1f} "
+                "of its resolution (grounding was not trained with the Zoom-in Chain): narrow --extent around the object if it is small in it."
+            )
 
     def __enter__(self) -> TaskRun:
         return self
@@ -138,19 +196,32 @@ class TaskRun:
         """Views to answer; for the Zoom-in Chain, the most turns it may take."""
         return 1 + self.zoom.max_steps if self.zoom is not None and self.zoom.zoomed else len(self.views)
 
+    def _budget_ratio(self) -> float:
+        return self.window.width * self.work_scale[0] * self.window.height * self.work_scale[1] / self.request.options.max_pixels
+
     def _prompt(self) -> tuple[str | None, str]:
         r = self.request
         if self.zoom is not None and self.zoom.zoomed:
-            return ZOOM_SYSTEM, zoom_request(r.question if r.task == "ask" else grounding_prompt(r.expression)[1])
+            return ZOOM_SYSTEM, zoom_request(r.question)
         if r.task == "detect":
-            return detection_prompt(r.classes, r.options.box_form)
+            return detection_prompt(self.prompt_classes, r.options.box_form or "polygon")
         if r.task == "ground":
-            return grounding_prompt(r.expression)
+            return grounding_prompt(r.expression, r.options.box_form or "hbox")
         if r.task == "classify":
             return None, classification_prompt(r.classes)
         if r.task == "ask":
-            return None, vqa_prompt(r.question)
+            return None, multiple_choice_prompt(r.question, r.choices) if r.choices else vqa_prompt(r.question)
+        if r.task == "describe":
+            return None, region_caption_prompt([0, 0, 0, 0])  # each view asks about its own region: view_prompt
         return None, CAPTION_PROMPT
+
+    def view_prompt(self, view: View) -> str:
+        """The user text of one view: a region to describe names its box in the view's pixels."""
+        if self.request.task != "describe":
+            return self.user
+        c0, r0, c1, r1 = region_boxes(self.source, self.request)[view.index]
+        (x0, y0), (x1, y1) = view.from_raster(np.array([[c0, r0], [c1, r1]], dtype=float))
+        return region_caption_prompt([max(0, math.floor(x0)), max(0, math.floor(y0)), min(view.out_width, math.ceil(x1)), min(view.out_height, math.ceil(y1))])
 
     def conversation(self, view: View) -> Conversation | None:
         """Read the view's pixels; None (and counted as done) when all of them are nodata."""
@@ -159,7 +230,7 @@ class TaskRun:
             self.stats.views_skipped_nodata += 1
             self.done += 1
             return None
-        return single_turn(pixels.image, self.user, self.system)
+        return single_turn(pixels.image, self.view_prompt(view), self.system)
 
     def _skip(self, view: View, line: str, reason: str) -> None:
         self.stats.lines_skipped += 1
@@ -171,32 +242,41 @@ class TaskRun:
         self.stats.visual_tokens += generation.visual_tokens
         self.stats.prompt_tokens += generation.prompt_tokens
         self.stats.new_tokens += generation.new_tokens
+        self.stats.views_truncated += not generation.finished
         task = self.request.task
-        if task in ("detect", "ground"):
-            classes = self.request.classes if task == "detect" else None
-            answer = parse_boxes(generation.text, (view.out_width, view.out_height), classes)
-            for raw, reason in answer.skipped:
-                self._skip(view, raw, reason)
-            boxes = answer.boxes if task == "detect" else answer.boxes[:1]  # grounding: first line
-            if boxes:
-                pixels = view.to_raster(np.stack([box.points for box in boxes]))
-                edges = view.edge_distance(pixels.mean(axis=1)).tolist()
-                for box, corners, edge in zip(boxes, pixels, edges):
-                    label = box.label if task == "detect" else self.request.expression.strip()
-                    self.candidates.append({"pixels": corners, "label": label, "view": view.index, "raw": box.raw, "edge": edge})
-            self.stats.boxes_parsed += len(boxes)
+        if task not in ("detect", "ground"):
+            self.texts[view.index if task == "describe" else 0] = generation.text  # a zoomed answer is the extent's
+            return
+        answer = parse_boxes(generation.text, (view.out_width, view.out_height), self.prompt_classes if task == "detect" else None)
+        for raw, reason in answer.skipped:
+            self._skip(view, raw, reason)
+        if task == "detect":
+            boxes = [b for b in answer.boxes if normalise_category(b.label) in self.asked]
+            self.stats.boxes_not_requested += len(answer.boxes) - len(boxes)
         else:
-            self.texts.append(generation.text)
+            boxes = answer.boxes[:1]  # grounding: the first box the answer gives
+        if boxes:
+            pixels = view.to_raster(np.stack([box.points for box in boxes]))
+            edges = view.edge_distance(pixels.mean(axis=1)).tolist()
+            for box, corners, edge in zip(boxes, pixels, edges):
+                label = self.asked[normalise_category(box.label)] if task == "detect" else self.request.expression.strip()
+                self.candidates.append({"pixels": corners, "label": label, "view": view.index, "raw": box.raw, "edge": edge})
+        self.stats.boxes_parsed += len(boxes)
 
     def _features(self, pixels: list[np.ndarray], properties: list[dict]) -> list[Feature]:
-        """Polygons from raster-pixel corners, mapped to map coordinates in one pass."""
+        """Polygons from raster-pixel corners, mapped to map coordinates in one pass (and clipped
+        to the extent when the raster's geotransform is rotated)."""
         if not pixels:
             return []
-        rings = raster_to_map(np.stack(pixels), self.source.transform).tolist()
-        return [
-            Feature(geometry={"type": "Polygon", "coordinates": [ring + ring[:1]]}, properties=props)
-            for ring, props in zip(rings, properties)
-        ]
+        rings = raster_to_map(np.stack(pixels), self.source.transform)
+        if self.clip is None:
+            return [Feature(geometry={"type": "Polygon", "coordinates": [ring + ring[:1]]}, properties=props)
+                    for ring, props in zip(rings.tolist(), properties)]
+        features = []
+        for polygon, props in zip(shapely.intersection(shapely.polygons(rings), self.clip), properties):
+            if polygon.geom_type == "Polygon" and not polygon.is_empty:
+                features.append(Feature(geometry={"type": "Polygon", "coordinates": [np.asarray(polygon.exterior.coords).tolist()]}, properties=props))
+        return features
 
     def _base_properties(self, view: int, raw: str) -> dict:
         return {"task": self.request.task, "model": self.model_id, "prompt": self.user, "tile": view, "raw_text": raw}
@@ -216,6 +296,14 @@ class TaskRun:
         self.stats.boxes_merged_away = len(self.candidates) - len(kept)
         return kept
 
+    def text(self) -> str | None:
+        """The text answer of a caption, class or question (a chosen option's text for a
+        multiple-choice question)."""
+        text = self.texts.get(0)
+        if text is not None and self.request.task == "ask" and self.request.choices:
+            return match_choice(text, lettered_choices(self.request.choices)) or text
+        return text
+
     def features(self) -> list[Feature]:
         """The features the answers so far give, merged; a server shows them while a job runs."""
         task = self.request.task
@@ -225,23 +313,36 @@ class TaskRun:
                 [c["pixels"] for c in chosen],
                 [{**self._base_properties(c["view"], c["raw"]), "label": c["label"]} for c in chosen],
             )
-        if not self.texts:
+        if task == "describe":
+            boxes = region_boxes(self.source, self.request)
+            views = [v for v in self.views if v.index in self.texts]
+            return self._features(
+                [np.array([[b[0], b[1]], [b[2], b[1]], [b[2], b[3]], [b[0], b[3]]]) for b in (boxes[v.index] for v in views)],
+                [{**self._base_properties(v.index, self.texts[v.index]), "prompt": self.view_prompt(v), "label": "",
+                  "text": self.texts[v.index], "region": v.index} for v in views],
+            )
+        text = self.text()
+        if text is None:
             return []
-        text = self.texts[0]
         label = match_class_in_text(text, self.request.classes) if task == "classify" else None
-        properties = {**self._base_properties(0, text), "label": label or "", "text": text}
+        properties = {**self._base_properties(0, self.texts[0]), "label": label or "", "text": text}
         return self._features([self.views[0].corners()], [properties])
 
     def result(self) -> TaskResult:
         task = self.request.task
         features = self.features()
-        text = self.texts[0] if self.texts and task not in ("detect", "ground") else None
+        text = self.text() if task not in ("detect", "ground", "describe") else None
         if task == "ground" and not features and self.done:
             self.warnings.append("the model's answer held no box for the expression.")
         if task == "classify" and features and not features[0].properties["label"]:
             self.warnings.append(f"the answer '{text[:80]}' names none of the given classes.")
         if self.stats.lines_skipped:
             self.warnings.append(f"{self.stats.lines_skipped} answer line(s) could not be used (see stats.skipped).")
+        if self.stats.views_truncated:
+            self.warnings.append(
+                f"{self.stats.views_truncated} of {self.done} view(s) stopped at the answer limit of {self.max_new_tokens} tokens before "
+                "the model finished: objects may be missing. Raise --max-new-tokens (or options.max_new_tokens)."
+            )
         w = self.window
         return TaskResult(
             task=task,
@@ -263,37 +364,13 @@ class TaskRun:
         )
 
 
-def drive(
-    run: TaskRun,
-    engine: Engine,
-    progress: ProgressCallback | None = None,
-    should_stop: StopCheck | None = None,
-) -> TaskResult:
-    """Feed a planned run to an engine in batches. Stops between batches (raising `Cancelled`,
-    so nothing partial is written) when `should_stop()` turns true."""
-    run.model_id = engine.model_id
-    if run.zoom is not None and run.zoom.zoomed:
-        return zoom_chain(run, engine, progress, should_stop)
-    for start in range(0, run.total, engine.batch_size):
-        if should_stop is not None and should_stop():
-            raise Cancelled(f"stopped after {run.done} of {run.total} views")
-        batch: Sequence[View] = run.views[start : start + engine.batch_size]
-        pending = [(view, run.conversation(view)) for view in batch]
-        pending = [(view, conv) for view, conv in pending if conv is not None]
-        if pending:
-            generations = engine.generate([conv for _, conv in pending], run.max_new_tokens)
-            for (view, _), generation in zip(pending, generations):
-                run.accept(view, generation)
-        if progress is not None:
-            progress(run.done, run.total)
-    return run.result()
-
-
-def run_task(
-    request: TaskRequest,
-    engine: Engine,
-    progress: ProgressCallback | None = None,
-    should_stop: StopCheck | None = None,
-) -> TaskResult:
-    with TaskRun(request, engine.model_id) as run:
-        return drive(run, engine, progress, should_stop)
+def trained_range_warnings(request: TaskRequest, defaults: ModelDefaults) -> list[str]:
+    """A pixel budget the user set that leaves the range the model was trained on."""
+    options = request.options
+    trained = type(options)(**{k: v for k, v in defaults.options.items() if k in ("min_pixels", "max_pixels")})
+    notes = []
+    if "min_pixels" in options.model_fields_set and options.min_pixels < trained.min_pixels:
+        notes.append(f"min_pixels {options.min_pixels} is below the {trained.min_pixels} the model was trained with")
+    if "max_pixels" in options.model_fields_set and options.max_pixels > trained.max_pixels:
+        notes.append(f"max_pixels {options.max_pixels} is above the {trained.max_pixels} the model was trained with")
+    return [f"{note}: views outside the trained range may be answered worse." for note in notes]

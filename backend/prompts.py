@@ -7,6 +7,7 @@ the order RSCoVLM's training data uses.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -51,6 +52,7 @@ For each function call, return a json object with function name and arguments wi
 <tool_call>
 {"name": <function-name>, "arguments": <args-json-object>}
 </tool_call>"""
+ZOOM_ANSWER_INSTRUCTION = "\n Answer the question using a single word or phrase."
 ZOOM_REQUEST_SUFFIX = "\nZoom in to the region of interest and answer the question."
 ZOOM_FOLLOW_UP = "Here's the zoomed-in image. You can complete your task now."
 MULTIPLE_CHOICE_INFIX = " The choices are listed below: "
@@ -113,8 +115,10 @@ def grounding_expression(expression: str) -> str:
     return text[4:] if text.lower().startswith("the ") else text
 
 
-def grounding_prompt(expression: str) -> tuple[str, str]:
-    return DETECTION_SYSTEM["hbox"], f"find the {grounding_expression(expression)}"
+def grounding_prompt(expression: str, form: BoxForm = "hbox") -> tuple[str, str]:
+    """(system, user) for grounding: a box (hbox, the default) or, as the mix's polygon grounding
+    was trained, the polygon detection system prompt with the same user text."""
+    return DETECTION_SYSTEM[form], f"find the {grounding_expression(expression)}"
 
 
 def classification_prompt(classes: Sequence[str]) -> str:
@@ -129,16 +133,29 @@ def region_caption_prompt(box: Sequence[int]) -> str:
     return f"[identify] What is the object present at {list(int(v) for v in box)}"
 
 
+CHOICE_LETTERS = "ABCDE"
+_LETTERED = re.compile(r"^\(([A-E])\)\s")
+
+
+def lettered_choices(options: Sequence[str]) -> list[str]:
+    """The options as the training data writes them, `(A) Yellow`, one per line: options
+    already lettered so are kept, bare ones are lettered in order."""
+    if len(options) > len(CHOICE_LETTERS):
+        raise ValueError(f"at most {len(CHOICE_LETTERS)} choices, not {len(options)}")
+    return [o.strip() if _LETTERED.match(o.strip()) else f"({CHOICE_LETTERS[i]}) {o.strip()}" for i, o in enumerate(options)]
+
+
 def multiple_choice_prompt(question: str, options: Sequence[str]) -> str:
-    letters = "ABCDE"
-    listed = "\n".join(f"{letters[i]}. {o}" for i, o in enumerate(options))
-    return question.strip() + MULTIPLE_CHOICE_INFIX + "\n" + listed + "\n" + MULTIPLE_CHOICE_SUFFIX
+    return question.strip() + MULTIPLE_CHOICE_INFIX + "\n" + "\n".join(lettered_choices(options)) + "\n" + MULTIPLE_CHOICE_SUFFIX
 
 
 def zoom_request(question: str) -> str:
-    """Turn 1 of the Zoom-in Chain. The question goes in bare: training appended no
-    single-word-answer instruction to it."""
-    return question.strip() + ZOOM_REQUEST_SUFFIX
+    """Turn 1 of the Zoom-in Chain. The training questions (LRS-VQA) already ended with the
+    single-word instruction (`phrase`, not VQA's `a short phrase`): a bare question gets it."""
+    question = question.strip()
+    if not question.endswith(ZOOM_ANSWER_INSTRUCTION.strip()):
+        question += ZOOM_ANSWER_INSTRUCTION
+    return question + ZOOM_REQUEST_SUFFIX
 
 
 def zoom_tool_call(box: Sequence[int]) -> str:

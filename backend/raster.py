@@ -103,6 +103,7 @@ class RasterSource:
     bands: list[int]
     georeferenced: bool
     warnings: list[str] = field(default_factory=list)
+    palette: np.ndarray | None = None  # (entries, 3) uint8: a paletted band's colours, shown as RGB
     _stretch: dict = field(default_factory=dict)
 
     @classmethod
@@ -136,9 +137,19 @@ class RasterSource:
                 f"--bands {','.join(map(str, chosen))} does not fit {Path(path).name}, which has {dataset.count} band(s).",
                 "Give one band (shown as grey) or three bands (red,green,blue), numbered from 1.",
             )
+        palette = None
+        if len(set(chosen)) == 1 and dataset.colorinterp[chosen[0] - 1] == ColorInterp.palette:
+            try:
+                colours = dataset.colormap(chosen[0])
+            except ValueError:
+                colours = {}
+            if colours and np.dtype(dataset.dtypes[chosen[0] - 1]).kind == "u" and max(colours) < 2**16:
+                palette = np.zeros((max(colours) + 1, 3), dtype=np.uint8)
+                for index, rgba in colours.items():
+                    palette[index] = rgba[:3]
         if len(chosen) == 1:
             chosen = chosen * 3
-        return cls(path, dataset, chosen, georeferenced, notes)
+        return cls(path, dataset, chosen, georeferenced, notes, palette)
 
     def close(self) -> None:
         self.dataset.close()
@@ -170,11 +181,13 @@ class RasterSource:
         where = crs_name(self.crs) or "pixel coordinates"
         return f"{b.left:.10g},{b.bottom:.10g},{b.right:.10g},{b.top:.10g} in {where}"
 
-    def window_for_extent(self, extent: Sequence[float] | None, extent_crs: str | None = None) -> PixelWindow:
-        """The raster pixels covering an extent (xmin, ymin, xmax, ymax), clipped to the raster.
-        The extent is reprojected into the raster's CRS first; without one, the whole raster."""
-        if extent is None:
-            return PixelWindow(0, 0, self.width, self.height)
+    @property
+    def rotated(self) -> bool:
+        """A geotransform with rotation terms: a window's pixel box is not the extent's shape."""
+        return self.transform.b != 0.0 or self.transform.d != 0.0
+
+    def map_bounds(self, extent: Sequence[float], extent_crs: str | None = None) -> tuple[float, float, float, float]:
+        """An extent (xmin, ymin, xmax, ymax) in the raster's CRS, reprojected from `extent_crs`."""
         xmin, ymin, xmax, ymax = (float(v) for v in extent)
         if not all(math.isfinite(v) for v in (xmin, ymin, xmax, ymax)) or xmin >= xmax or ymin >= ymax:
             raise UserError(
@@ -196,18 +209,37 @@ class RasterSource:
                         f"the extent cannot be reprojected from {extent_crs} into the raster's CRS ({exc}).",
                         "Check the extent's CRS: geographic extents are lon,lat order (xmin = west).",
                     ) from exc
-        corners = np.array([[xmin, ymin], [xmax, ymin], [xmax, ymax], [xmin, ymax]])
-        colrow = map_to_raster(corners, self.transform)
-        c0, r0 = np.floor(colrow.min(axis=0) + 1e-9)
-        c1, r1 = np.ceil(colrow.max(axis=0) - 1e-9)
-        c0, r0 = max(0, int(c0)), max(0, int(r0))
-        c1, r1 = min(self.width, int(c1)), min(self.height, int(r1))
-        if c1 <= c0 or r1 <= r0:
+        return xmin, ymin, xmax, ymax
+
+    def pixel_box(self, extent: Sequence[float], extent_crs: str | None = None) -> tuple[float, float, float, float]:
+        """The raster-pixel bounding box (col0, row0, col1, row1) of an extent, not clipped."""
+        xmin, ymin, xmax, ymax = self.map_bounds(extent, extent_crs)
+        colrow = map_to_raster(np.array([[xmin, ymin], [xmax, ymin], [xmax, ymax], [xmin, ymax]]), self.transform)
+        (c0, r0), (c1, r1) = colrow.min(axis=0), colrow.max(axis=0)
+        return float(c0), float(r0), float(c1), float(r1)
+
+    def window_for_extent(self, extent: Sequence[float] | None, extent_crs: str | None = None) -> PixelWindow:
+        """The raster pixels covering an extent (xmin, ymin, xmax, ymax), clipped to the raster
+        (with a warning when that leaves part of the extent out). The extent is reprojected into
+        the raster's CRS first; without one, the whole raster."""
+        if extent is None:
+            return PixelWindow(0, 0, self.width, self.height)
+        b0, b1, b2, b3 = self.pixel_box(extent, extent_crs)
+        c0, r0 = math.floor(b0 + 1e-9), math.floor(b1 + 1e-9)
+        c1, r1 = math.ceil(b2 - 1e-9), math.ceil(b3 - 1e-9)
+        inside = max(0, c0), max(0, r0), min(self.width, c1), min(self.height, r1)
+        if inside[2] <= inside[0] or inside[3] <= inside[1]:
             raise UserError(
                 f"the extent does not overlap the raster (raster bounds: {self.bounds_text()}).",
                 "Choose an extent inside the raster, or give --extent-crs when the extent is in another CRS.",
             )
-        return PixelWindow(c0, r0, c1 - c0, r1 - r0)
+        if c0 < -1 or r0 < -1 or c1 > self.width + 1 or r1 > self.height + 1:  # not a rounding pixel
+            kept = (inside[2] - inside[0]) * (inside[3] - inside[1]) / ((c1 - c0) * (r1 - r0))
+            self.warnings.append(
+                f"the extent reaches past the raster: only the {100 * kept:.0f}% of it inside the raster is read "
+                f"(raster bounds: {self.bounds_text()})."
+            )
+        return PixelWindow(inside[0], inside[1], inside[2] - inside[0], inside[3] - inside[1])
 
     def pixel_size_m(self, window: PixelWindow) -> tuple[float, float] | None:
         """Ground size of one raster pixel in metres (x, y) at the centre of the window; None
@@ -249,7 +281,8 @@ class RasterSource:
         raster has no nodata, mask or NaN). A window read 1:1 is a plain read, no resampling."""
         window = Window(col_off, row_off, width, height)
         native = (out_w, out_h) == (width, height) and float(col_off).is_integer() and float(row_off).is_integer()
-        resampling = Resampling.nearest if native else Resampling.bilinear
+        # palette indices are classes, not quantities: never interpolated
+        resampling = Resampling.nearest if native or self.palette is not None else Resampling.bilinear
         with rasterio.Env(**GDAL_OPTIONS):
             if out is None:
                 out = np.empty((len(self.bands), out_h, out_w), dtype=np.result_type(*[self.dataset.dtypes[b - 1] for b in self.bands]))
@@ -271,7 +304,7 @@ class RasterSource:
         key = (window.col_off, window.row_off, window.width, window.height)
         if key in self._stretch:
             return self._stretch[key]
-        if self._is_8bit:
+        if self._is_8bit or self.palette is not None:
             stretch = Stretch()
         else:
             scale = min(1.0, STRETCH_SAMPLE_SIDE / max(window.width, window.height))
@@ -290,7 +323,10 @@ class RasterSource:
 
     def read_view(self, view: View, stretch: Stretch) -> ViewImage:
         size = (view.col_off, view.row_off, view.width, view.height, view.out_width, view.out_height)
-        if stretch.low is None and self._is_8bit:
+        if self.palette is not None:  # a classified or paletted band: its colours, not its indices as grey
+            data, invalid = self._read(*size)
+            image = self.palette[np.minimum(data[0], len(self.palette) - 1)]
+        elif stretch.low is None and self._is_8bit:
             # 8-bit bands are read straight into the (height, width, 3) image the model takes
             image = np.empty((view.out_height, view.out_width, 3), dtype=np.uint8)
             _, invalid = self._read(*size, out=image.transpose(2, 0, 1))

@@ -16,6 +16,9 @@ FACTOR = PATCH_SIZE * MERGE_SIZE  # one language-model token per 28x28 pixels
 MIN_PIXELS = 64 * FACTOR * FACTOR  # 224^2, the released multi-task recipe
 MAX_PIXELS = 1296 * FACTOR * FACTOR  # 1008^2: at most 1296 visual tokens per image
 MAX_ASPECT_RATIO = 200
+# The most pixels one image may have (16384 visual tokens: Qwen2.5-VL's processor default, the
+# RSCoVLM data builders' image limit); a request asking for more is refused.
+MAX_IMAGE_PIXELS = 16384 * FACTOR * FACTOR
 
 # Detection was trained and evaluated on 512 px tiles; neighbouring tiles overlap so an object
 # cut by one tile edge is whole in the next (merged afterwards by rotated NMS). 128 px is a
@@ -78,16 +81,22 @@ class Tile:
     height: int
 
 
-def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets covering [0, length) with full tiles overlapping by at least `overlap`.
-    As few tiles as that allows, spread evenly: the DOTA split instead steps by a fixed stride
-    and pushes the last tile back to the edge, which for the same count can leave two tiles
-    a few pixels apart and the other seams with the bare minimum of context."""
-    if length <= tile:
-        return [0]
+# An extent this many pixels longer than a tile is read as one tile, shrunk by under 2%, rather
+# than as a second tile that would add a sliver (a 505 px extent: one view, not four).
+TILE_SLACK = 8
+
+
+def tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int]]:
+    """(start, size) of tiles covering [0, length), overlapping by at least `overlap`. As few
+    tiles as that allows, spread evenly: the DOTA split instead steps by a fixed stride and
+    pushes the last tile back to the edge, which for the same count can leave two tiles a few
+    pixels apart and the other seams with the bare minimum of context. A length within
+    TILE_SLACK of the tile is one tile of that length (read into the tile's size)."""
+    if length <= tile + TILE_SLACK:
+        return [(0, length)]
     step = tile - overlap
     count = math.ceil((length - tile) / step) + 1
-    return [round(i * (length - tile) / (count - 1)) for i in range(count)]
+    return [(round(i * (length - tile) / (count - 1)), tile) for i in range(count)]
 
 
 def plan_tiles(width: int, height: int, tile: int = DEFAULT_TILE_SIZE, overlap: int = DEFAULT_TILE_OVERLAP) -> list[Tile]:
@@ -97,7 +106,7 @@ def plan_tiles(width: int, height: int, tile: int = DEFAULT_TILE_SIZE, overlap: 
     if not 0 <= overlap < tile:
         raise ValueError(f"tile overlap {overlap} must be at least 0 and less than the tile size {tile}")
     tiles = []
-    for y in tile_starts(height, tile, overlap):
-        for x in tile_starts(width, tile, overlap):
-            tiles.append(Tile(len(tiles), x, y, min(tile, width - x), min(tile, height - y)))
+    for y, tile_height in tile_spans(height, tile, overlap):
+        for x, tile_width in tile_spans(width, tile, overlap):
+            tiles.append(Tile(len(tiles), x, y, tile_width, tile_height))
     return tiles

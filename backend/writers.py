@@ -22,7 +22,8 @@ from backend.georef import map_to_raster
 
 DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON", ".fgb": "FlatGeobuf"}
 FIELDS = ("task", "label", "model", "prompt", "tile", "raw_text", "text", "role")
-LAYER_NAMES = {"detect": "detections", "ground": "grounding", "caption": "caption", "classify": "classification", "ask": "answer"}
+LAYER_NAMES = {"detect": "detections", "ground": "grounding", "caption": "caption", "classify": "classification", "ask": "answer",
+               "describe": "descriptions"}
 
 
 def output_format(path: str | Path) -> str:

@@ -73,7 +73,8 @@ def _peak_rss_mib() -> float:
 
 def child_zoom(raster: str, model: str) -> dict:
     from backend.contract import TaskOptions, TaskRequest
-    from backend.pipeline import TaskRun, drive
+    from backend.drive import drive
+    from backend.pipeline import TaskRun
     from backend.prompts import zoom_tool_call
     from tests.scripted import ScriptedFirstTurn
 
@@ -111,7 +112,7 @@ def child_tiles(raster: str, model: str, sample: int) -> dict:
     from backend.prompts import single_turn, vqa_prompt
     from backend.raster import PixelWindow, RasterSource
     from backend.resolution import MAX_PIXELS, MIN_PIXELS, plan_tiles, view_size
-    from backend.zoom import brute_force_cost
+    from backend.zoom_plan import brute_force_cost
 
     engine = _load_engine(model)
     walls, cpus = [], []

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from qgis.core import (
     Qgis,
+    QgsFeature,
     QgsFeatureSink,
+    QgsField,
+    QgsFields,
     QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
@@ -20,15 +23,27 @@ from qgis.core import (
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFeatureSink,
+    QgsProcessingParameterFeatureSource,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
 )
 
 from .client import BackendError, resolve_connection
+from .feature_input import feature_box, region_extent
 from .jobs import run_job
-from .layers import STYLES, TITLES, apply_style, crs_from_text, fields_for, qgs_features, split_roles
-from .raster_input import InputProblem, RasterInput, prepare_raster
+from .layers import (
+    DESCRIPTION_FIELD,
+    QT_FIELD_TYPES,
+    STYLES,
+    TITLES,
+    apply_style,
+    crs_from_text,
+    fields_for,
+    qgs_features,
+    split_roles,
+)
+from .raster_input import InputProblem, RasterInput, crs_text, prepare_raster
 from .resources import icon
 from .settings import ZOOM_CHOICES, PluginSettings
 from .task_request import TASKS, RequestProblem, build_request, split_classes
@@ -53,6 +68,7 @@ class TaskAlgorithm(QgsProcessingAlgorithm):
     TASK = ""
     INPUT, EXTENT, CLASSES, TEXT = "INPUT", "EXTENT", "CLASSES", "TEXT"
     TILE_SIZE, GSD, ZOOM, PIXEL_SIZE = "TILE_SIZE", "GSD", "ZOOM", "PIXEL_SIZE"
+    CHOICES, BOX_FORM, FEATURES = "CHOICES", "BOX_FORM", "FEATURES"
     OUTPUT, ANSWER = "OUTPUT", "ANSWER"
 
     def __init__(self):
@@ -80,7 +96,10 @@ class TaskAlgorithm(QgsProcessingAlgorithm):
     def initAlgorithm(self, config=None):  # noqa: N802
         kind = TASKS[self.TASK]
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Raster layer"))
-        self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Extent (default: the whole raster)", optional=True))
+        if kind.needs == "features":
+            self.addParameter(QgsProcessingParameterFeatureSource(self.FEATURES, "Features to describe", [Qgis.ProcessingSourceType.VectorAnyGeometry]))
+        else:
+            self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Extent (default: the whole raster)", optional=True))
         if kind.needs == "classes":
             label = "Object classes, comma separated" if self.TASK == "detect" else "Scene classes, comma separated"
             self.addParameter(QgsProcessingParameterString(self.CLASSES, label))
@@ -88,7 +107,10 @@ class TaskAlgorithm(QgsProcessingAlgorithm):
             self.addParameter(QgsProcessingParameterString(self.TEXT, "What to find (referring expression)"))
         elif kind.needs == "question":
             self.addParameter(QgsProcessingParameterString(self.TEXT, "Question"))
+            self.addParameter(QgsProcessingParameterString(self.CHOICES, "Answer choices, separated by ';' (multiple choice)", optional=True))
         advanced = []
+        if self.TASK == "ground":
+            advanced.append(QgsProcessingParameterEnum(self.BOX_FORM, "Answer as", [label for label, _ in BOX_FORMS], False, 0))
         if self.TASK == "detect":
             advanced.append(
                 QgsProcessingParameterNumber(
@@ -98,7 +120,7 @@ class TaskAlgorithm(QgsProcessingAlgorithm):
         advanced.append(
             QgsProcessingParameterNumber(self.GSD, "Ground sampling distance, m/pixel (0: native)", Qgis.ProcessingNumberParameterType.Double, 0.0, True, 0.0)
         )
-        if self.TASK in ("ground", "ask"):
+        if self.TASK == "ask":  # the Zoom-in Chain was trained on questions only
             advanced.append(QgsProcessingParameterEnum(self.ZOOM, "Zoom-in Chain", list(ZOOM_CHOICES), False, 0))
         advanced.append(
             QgsProcessingParameterNumber(
@@ -108,7 +130,8 @@ class TaskAlgorithm(QgsProcessingAlgorithm):
         for parameter in advanced:
             parameter.setFlags(parameter.flags() | Qgis.ProcessingParameterFlag.Advanced)
             self.addParameter(parameter)
-        self.addParameter(QgsProcessingParameterFeatureSink(self.OUTPUT, TITLES[self.TASK], Qgis.ProcessingSourceType.VectorPolygon))
+        output_type = Qgis.ProcessingSourceType.VectorAnyGeometry if kind.needs == "features" else Qgis.ProcessingSourceType.VectorPolygon
+        self.addParameter(QgsProcessingParameterFeatureSink(self.OUTPUT, TITLES[self.TASK], output_type))
         if kind.text_answer:
             self.addOutput(QgsProcessingOutputString(self.ANSWER, "Answer"))
 
@@ -118,7 +141,16 @@ class TaskAlgorithm(QgsProcessingAlgorithm):
         extent = self.parameterAsExtent(parameters, self.EXTENT, context) if parameters.get(self.EXTENT) else None
         extent_crs = self.parameterAsExtentCrs(parameters, self.EXTENT, context) if extent is not None else None
         pixel_size = self.parameterAsDouble(parameters, self.PIXEL_SIZE, context) or None
+        self._features = None
         try:
+            if TASKS[self.TASK].needs == "features":
+                source = self.parameterAsSource(parameters, self.FEATURES, context)
+                if source is None:
+                    raise QgsProcessingException(self.invalidSourceError(parameters, self.FEATURES))
+                features = [f for f in source.getFeatures() if f.hasGeometry() and not f.geometry().isEmpty()]
+                self._features = (source.fields(), source.wkbType(), source.sourceCrs(), features)
+                if features:
+                    extent, extent_crs = region_extent([feature_box(f) for f in features], source.sourceExtent()), source.sourceCrs()
             self._raster = prepare_raster(layer, extent, extent_crs, context.transformContext(), pixel_size)
         except InputProblem as exc:
             raise QgsProcessingException(exc.message) from None
@@ -131,10 +163,15 @@ class TaskAlgorithm(QgsProcessingAlgorithm):
         try:
             classes = split_classes(self.parameterAsString(parameters, self.CLASSES, context)) if kind.needs == "classes" else None
             text = self.parameterAsString(parameters, self.TEXT, context) if kind.needs in ("expression", "question") else ""
-            zoom = ZOOM_CHOICES[self.parameterAsEnum(parameters, self.ZOOM, context)] if self.TASK in ("ground", "ask") else None
+            zoom = ZOOM_CHOICES[self.parameterAsEnum(parameters, self.ZOOM, context)] if self.TASK == "ask" else None
             tile = (self.parameterAsInt(parameters, self.TILE_SIZE, context) or None) if self.TASK == "detect" else None
             gsd = self.parameterAsDouble(parameters, self.GSD, context) or None
-            body = build_request(self.TASK, raster.file or "", raster.extent_tuple(), raster.crs_text, classes, text, tile, gsd, zoom)
+            form = BOX_FORMS[self.parameterAsEnum(parameters, self.BOX_FORM, context)][1] if self.TASK == "ground" else None
+            choices = split_choices(self.parameterAsString(parameters, self.CHOICES, context)) if kind.needs == "question" else None
+            regions = [feature_box(f) for f in self._features[3]] if self._features else None
+            regions_crs = crs_text(self._features[2]) if self._features else None
+            body = build_request(self.TASK, raster.file or "", raster.extent_tuple(), raster.crs_text, classes, text, tile, gsd, zoom,
+                                 form, choices, regions, regions_crs)
             connection = resolve_connection(settings)
         except (RequestProblem, BackendError) as exc:
             raise QgsProcessingException(str(exc)) from None
@@ -149,6 +186,10 @@ class TaskAlgorithm(QgsProcessingAlgorithm):
         except (BackendError, InputProblem) as exc:
             raise QgsProcessingException(str(exc)) from None
         result = status.get("result") or {}
+        for warning in result.get("warnings") or []:
+            feedback.pushWarning(f"backend: {warning}")
+        if self._features is not None:
+            return self._write_described(parameters, context, feedback, result)
         answer, zoom_regions = split_roles(result.get("features") or [])
         features = answer + zoom_regions
         fields = fields_for(features)
@@ -159,8 +200,6 @@ class TaskAlgorithm(QgsProcessingAlgorithm):
         sink.addFeatures(qgs, QgsFeatureSink.Flag.FastInsert)
         if skipped:
             feedback.pushWarning(f"{skipped} feature(s) had no usable polygon and were left out.")
-        for warning in result.get("warnings") or []:
-            feedback.pushWarning(f"backend: {warning}")
         if context.willLoadLayerOnCompletion(dest):
             context.layerToLoadOnCompletionDetails(dest).setPostProcessor(_STYLERS[STYLES[self.TASK]])
         outputs = {self.OUTPUT: dest}
@@ -171,16 +210,43 @@ class TaskAlgorithm(QgsProcessingAlgorithm):
             feedback.pushInfo(f"{len(qgs)} feature(s)")
         return outputs
 
+    def _write_described(self, parameters, context, feedback, result: dict) -> dict:
+        """The features asked about, as they were, with the model's answer in `description`."""
+        source_fields, wkb_type, crs, features = self._features
+        texts = {int((f.get("properties") or {}).get("region", -1)): (f.get("properties") or {}).get("text") for f in result.get("features") or []}
+        fields = QgsFields(source_fields)
+        column = DESCRIPTION_FIELD if fields.indexOf(DESCRIPTION_FIELD) < 0 else f"rscovlm_{DESCRIPTION_FIELD}"
+        fields.append(QgsField(column, QT_FIELD_TYPES[str]))
+        sink, dest = self.parameterAsSink(parameters, self.OUTPUT, context, fields, wkb_type, crs)
+        if sink is None:
+            raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
+        for number, feature in enumerate(features):
+            copy = QgsFeature(fields)
+            copy.setGeometry(feature.geometry())
+            copy.setAttributes(list(feature.attributes()) + [texts.get(number)])
+            sink.addFeature(copy, QgsFeatureSink.Flag.FastInsert)
+        feedback.pushInfo(f"{len(texts)} of {len(features)} feature(s) described")
+        return {self.OUTPUT: dest}
+
 
 HELP = {
     "detect": "<p>Finds objects of the given classes as rotated boxes (one feature per object, class in <i>label</i>). "
     "Large extents are cut into tiles at the raster's resolution and merged.</p>",
-    "ground": "<p>Finds the one object a phrase describes (e.g. <i>the white ship next to the pier</i>) as a box; "
-    "on large extents the Zoom-in Chain shows where the model looked (role = zoom).</p>",
+    "ground": "<p>Finds the one object a phrase describes (e.g. <i>the white ship next to the pier</i>) as a box, or "
+    "a rotated polygon. It looks at the whole extent: narrow the extent when the object is small in it.</p>",
     "caption": "<p>Describes the extent in a sentence: one feature, the extent, with the caption in <i>text</i>.</p>",
     "classify": "<p>Names the scene class of the extent among the given classes (in <i>label</i>).</p>",
-    "ask": "<p>Answers a question about the extent in a word or a short phrase (in <i>text</i>).</p>",
+    "ask": "<p>Answers a question about the extent in a word or a short phrase (in <i>text</i>); with answer choices, "
+    "picks one of them. On large extents the Zoom-in Chain shows where the model looked (role = zoom).</p>",
+    "describe": "<p>Describes each feature of a vector layer (tick <i>Selected features only</i> to describe a selection): "
+    "the model is shown the raster around it and asked what the object is; the output is the features as they were, "
+    "with the answer in <i>description</i>.</p>",
 }
+BOX_FORMS = (("Box", "hbox"), ("Rotated polygon", "polygon"))
+
+
+def split_choices(text: str) -> list[str]:
+    return [c.strip() for c in (text or "").split(";") if c.strip()]
 
 
 def _algorithm(task: str) -> type:

@@ -20,6 +20,7 @@ from qgis.PyQt.QtCore import QObject, pyqtSignal
 
 from .client import BackendError, Connection, resolve_connection
 from .diagnostics import diagnostics_text
+from .feature_input import feature_box, features_to_describe, region_extent
 from .jobs import JobTask, StatusTask, log
 from .layers import (
     STYLES,
@@ -27,6 +28,7 @@ from .layers import (
     build_layer,
     crs_from_text,
     describe_layer,
+    described_layer,
     remove_from_results,
     replace_features,
     save_geopackage,
@@ -34,7 +36,7 @@ from .layers import (
 )
 from .messages import Notifier
 from .process import LocalBackend
-from .raster_input import InputProblem, prepare_raster
+from .raster_input import InputProblem, crs_text, prepare_raster
 from .settings import PluginSettings
 from .task_request import TASKS, RequestProblem, build_request, describe_request, request_abstract, short_name
 
@@ -54,6 +56,9 @@ class RunInput:
     tile_size: int | None = None
     gsd: float | None = None
     zoom: str | None = None
+    box_form: str | None = None  # ground: "polygon" for a rotated polygon
+    choices: list[str] = field(default_factory=list)  # ask: multiple choice
+    features: QgsVectorLayer | None = None  # describe: its selected features (all when none is selected)
 
 
 @dataclass
@@ -101,6 +106,7 @@ class Controller(QObject):
         self._question = ""
         self._raster_name = ""
         self._jobs_run = 0  # numbers the answers' layers: no two look alike, cancelled ones included
+        self._described: tuple[QgsVectorLayer, list] | None = None  # describe: the layer and the features asked about
 
     # --- the backend ---
 
@@ -184,9 +190,16 @@ class Controller(QObject):
         settings = self.settings()
         try:
             connection = self.connection()
-            raster = prepare_raster(what.layer, what.extent, what.extent_crs, self.project.transformContext(), what.pixel_size)
+            regions, self._described = [], None
+            extent, extent_crs = what.extent, what.extent_crs
+            if what.task == "describe":
+                self._described = features_to_describe(what.features)
+                regions = [feature_box(f) for f in self._described[1]]
+                extent, extent_crs = region_extent(regions, what.features.extent()), what.features.crs()  # written around them if need be
+            raster = prepare_raster(what.layer, extent, extent_crs, self.project.transformContext(), what.pixel_size)
             body = build_request(
-                what.task, raster.file or "", raster.extent_tuple(), raster.crs_text, what.classes, what.text, what.tile_size, what.gsd, what.zoom
+                what.task, raster.file or "", raster.extent_tuple(), raster.crs_text, what.classes, what.text, what.tile_size, what.gsd,
+                what.zoom, what.box_form, what.choices, regions, crs_text(what.features.crs()) if regions else None,
             )
         except BackendError as exc:
             self.notifier.error(exc.message, exc.kind)
@@ -281,6 +294,12 @@ class Controller(QObject):
             layer, skipped = build_layer(name, answer, result.get("crs"), STYLES[kind])
             add_to_results(self.project, layer)
         self._describe(layer, task.body, result.get("model"))
+        if self._described is not None:
+            remove_from_results(self.project, layer)
+            source, chosen = self._described
+            texts = {int(f.get("properties", {}).get("region", -1)): f.get("properties", {}).get("text") for f in answer}
+            layer = described_layer(name, source, chosen, [texts.get(i) for i in range(len(chosen))])
+            add_to_results(self.project, layer)
         self.result_layers.append(layer)
         if zoom:
             zoom_layer, zoom_skipped = build_layer(self._layer_name(task.body, "zoom"), zoom, result.get("crs"), STYLES["zoom"])

@@ -115,6 +115,14 @@ class RSCoVLMDock(QDockWidget):
         self.classes_edit.setPlaceholderText("more classes, comma separated")
         self.text_edit = QLineEdit()
         self.text_edit.returnPressed.connect(self.run)
+        self.choices_edit = QLineEdit()
+        self.choices_edit.setPlaceholderText("optional answers to choose from, separated by ';'")
+        self.box_form = QComboBox()
+        self.box_form.addItem("Box", "hbox")
+        self.box_form.addItem("Rotated polygon", "polygon")
+        self.features_combo = QgsMapLayerComboBox()
+        self.features_combo.setFilters(Qgis.LayerFilter.VectorLayer)
+        self.features_combo.setToolTip("The selected features of this layer are described (all of them when none is selected).")
         self.extent_combo = QComboBox()
         self.extent_combo.addItem("Map canvas", EXTENT_CANVAS)
         self.extent_combo.addItem("Whole layer", EXTENT_LAYER)
@@ -151,6 +159,12 @@ class RSCoVLMDock(QDockWidget):
         form.addRow("", self.classes_edit)
         self.text_label = QLabel("Question")
         form.addRow(self.text_label, self.text_edit)
+        self.choices_label = QLabel("Choices")
+        form.addRow(self.choices_label, self.choices_edit)
+        self.box_form_label = QLabel("Answer as")
+        form.addRow(self.box_form_label, self.box_form)
+        self.features_label = QLabel("Features")
+        form.addRow(self.features_label, self.features_combo)
         form.addRow("Extent", extent_row)
         self.tile_label = QLabel("Tile size")
         form.addRow(self.tile_label, self.tile_size)
@@ -216,8 +230,12 @@ class RSCoVLMDock(QDockWidget):
         self.text_edit.setPlaceholderText("e.g. the white ship next to the pier" if kind.needs == "expression" else "e.g. How many planes are parked?")
         self.tile_size.setVisible(detect)
         self.tile_label.setVisible(detect)
-        self.zoom.setVisible(kind.name in ("ground", "ask"))
-        self.zoom_label.setVisible(kind.name in ("ground", "ask"))
+        for widget in (self.zoom, self.zoom_label, self.choices_edit, self.choices_label):  # the Zoom-in Chain: questions only
+            widget.setVisible(kind.name == "ask")
+        for widget in (self.box_form, self.box_form_label):
+            widget.setVisible(kind.name == "ground")
+        for widget in (self.features_combo, self.features_label):
+            widget.setVisible(kind.name == "describe")
 
     def _classes_ticked(self, *_) -> None:
         checked = list(self.dota_classes.checkedItems())
@@ -247,7 +265,10 @@ class RSCoVLMDock(QDockWidget):
             pixel_size=pixel_size,
             tile_size=(self.tile_size.value() or None) if self.current_task() == "detect" else None,
             gsd=self.gsd.value() or None,
-            zoom=self.zoom.currentText() if self.current_task() in ("ground", "ask") else None,
+            zoom=self.zoom.currentText() if self.current_task() == "ask" else None,
+            box_form=self.box_form.currentData() if self.current_task() == "ground" else None,
+            choices=[c for c in self.choices_edit.text().split(";") if c.strip()] if self.current_task() == "ask" else [],
+            features=self.features_combo.currentLayer() if self.current_task() == "describe" else None,
         )
 
     def run(self) -> bool:

@@ -51,8 +51,10 @@ PALETTE = (
     "#651fff", "#1de9b6", "#ff3d00", "#c6ff00", "#3d5afe", "#ffc400", "#00b0ff", "#e040fb", "#64dd17",
 )  # fmt: skip
 DETECTION_FILL_ALPHA = 40  # of 255: a hint of the class colour inside the outline, the imagery still visible
-STYLES = {"detect": "detections", "ground": "grounding", "caption": "answer", "classify": "answer", "ask": "answer", "zoom": "zoom"}
-TITLES = {"detect": "Detections", "ground": "Grounding", "caption": "Caption", "classify": "Scene class", "ask": "Answer", "zoom": "Zoom regions"}
+STYLES = {"detect": "detections", "ground": "grounding", "caption": "answer", "classify": "answer", "ask": "answer", "describe": "answer",
+          "zoom": "zoom"}
+TITLES = {"detect": "Detections", "ground": "Grounding", "caption": "Caption", "classify": "Scene class", "ask": "Answer",
+          "describe": "Described features", "zoom": "Zoom regions"}
 
 
 def crs_from_text(text: str | None) -> QgsCoordinateReferenceSystem:
@@ -180,6 +182,32 @@ def build_layer(name: str, features: list[dict], crs_text: str | None, style: st
     if style:
         apply_style(layer, style)
     return layer, skipped
+
+
+DESCRIPTION_FIELD = "description"
+
+
+def described_layer(name: str, source: QgsVectorLayer, features: list, descriptions: list[str | None]) -> QgsVectorLayer:
+    """A memory copy of the features described: their geometry, CRS and attributes as in
+    `source`, and the model's answer in a `description` field; a map tip shows it."""
+    kind = QgsWkbTypes.displayString(source.wkbType())
+    layer = QgsVectorLayer(f"{kind}?index=yes", name, "memory")
+    layer.setCrs(source.crs())
+    fields = QgsFields(source.fields())
+    column = DESCRIPTION_FIELD if fields.indexOf(DESCRIPTION_FIELD) < 0 else f"rscovlm_{DESCRIPTION_FIELD}"
+    fields.append(QgsField(column, QT_FIELD_TYPES[str]))
+    layer.dataProvider().addAttributes(fields.toList())
+    layer.updateFields()
+    copies = []
+    for feature, text in zip(features, descriptions):
+        copy = QgsFeature(layer.fields())
+        copy.setGeometry(feature.geometry())
+        copy.setAttributes(list(feature.attributes()) + [text])
+        copies.append(copy)
+    layer.dataProvider().addFeatures(copies)
+    layer.updateExtents()
+    layer.setMapTipTemplate(f'[% "{column}" %]')
+    return layer
 
 
 def replace_features(layer: QgsVectorLayer, features: list[dict]) -> int:

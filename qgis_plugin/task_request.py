@@ -32,7 +32,8 @@ DOTA_CLASSES = (
     "swimming pool",
 )
 # What a layer's name says the answer is; the full request goes into the layer's metadata.
-NAME_TITLES = {"detect": "Detect", "ground": "Find", "caption": "Caption", "classify": "Class", "ask": "Ask", "zoom": "Zoom"}
+NAME_TITLES = {"detect": "Detect", "ground": "Find", "caption": "Caption", "classify": "Class", "ask": "Ask", "describe": "Described",
+               "zoom": "Zoom"}
 NAME_TEXT_CHARS = 24  # of an expression or a question, before '…'
 NAME_CLASSES = 2  # classes named before '+N'
 
@@ -42,7 +43,7 @@ NAME_CLASSES = 2  # classes named before '+N'
 class TaskKind:
     name: str  # the backend's task
     title: str  # what the user sees
-    needs: str | None  # "classes", "expression", "question" or None
+    needs: str | None  # "classes", "expression", "question", "features" or None
     text_answer: bool  # answered in words (shown in the dock and history)
 
 
@@ -52,7 +53,9 @@ TASK_KINDS = (
     TaskKind("caption", "Describe", None, True),
     TaskKind("classify", "Classify", "classes", True),
     TaskKind("ask", "Ask", "question", True),
+    TaskKind("describe", "Describe features", "features", False),
 )
+MAX_REGIONS = 1000  # the backend's limit (backend.contract.MAX_REGIONS)
 TASKS = {kind.name: kind for kind in TASK_KINDS}
 
 
@@ -76,13 +79,19 @@ def build_request(
     tile_size: int | None = None,
     gsd: float | None = None,
     zoom: str | None = None,
+    box_form: str | None = None,
+    choices: list[str] | None = None,
+    regions: list[tuple[float, float, float, float]] | None = None,
+    regions_crs: str | None = None,
 ) -> dict:
-    """A TaskRequest body. `text` is the expression (ground) or the question (ask)."""
+    """A TaskRequest body. `text` is the expression (ground) or the question (ask); `choices`
+    make the question multiple choice; `regions` are the boxes of the features to describe, in
+    `regions_crs`; `box_form` 'polygon' asks grounding for a rotated polygon."""
     kind = TASKS.get(task)
     if kind is None:
         raise RequestProblem(f"Unknown task '{task}'. Choose one of: {', '.join(TASKS)}.")
     body: dict = {"task": task, "raster": raster}
-    if extent is not None:
+    if extent is not None and kind.needs != "features":  # features are described where they are, with context
         body["extent"] = [float(v) for v in extent]
         if extent_crs:
             body["extent_crs"] = extent_crs
@@ -100,13 +109,28 @@ def build_request(
         if not text.strip():
             raise RequestProblem("No question given. Type the question to ask about the extent.")
         body["question"] = text.strip()
+        answers = [c.strip() for c in choices or [] if c.strip()]
+        if answers and not 2 <= len(answers) <= 5:
+            raise RequestProblem(f"{len(answers)} answer choice(s) given. Give two to five, separated by ';', or none.")
+        if answers:
+            body["choices"] = answers
+    elif kind.needs == "features":
+        if not regions:
+            raise RequestProblem("No features to describe. Select features of a vector layer (or choose a layer with features).")
+        if len(regions) > MAX_REGIONS:
+            raise RequestProblem(f"{len(regions)} features are selected; describe at most {MAX_REGIONS} at once.")
+        body["regions"] = [[float(v) for v in region] for region in regions]
+        if regions_crs:
+            body["extent_crs"] = regions_crs
     options: dict = {}
     if tile_size:  # the overlap that goes with it is the backend's: a quarter of the tile
         options["tile_size"] = int(tile_size)
     if gsd:
         options["gsd"] = float(gsd)
-    if zoom and zoom != "auto":
+    if zoom and zoom != "auto" and task == "ask":  # the Zoom-in Chain was trained on questions only
         options["zoom"] = zoom
+    if box_form and task == "ground" and box_form != "hbox":
+        options["box_form"] = box_form
     if options:
         body["options"] = options
     return body
@@ -120,7 +144,9 @@ def describe_request(body: dict) -> str:
     if kind.needs == "expression":
         return f"{kind.title}: {body['expression']}"
     if kind.needs == "question":
-        return f"{kind.title}: {body['question']}"
+        return f"{kind.title}: {body['question']}" + (f" ({' / '.join(body['choices'])})" if body.get("choices") else "")
+    if kind.needs == "features":
+        return f"{kind.title}: {len(body['regions'])} feature(s)"
     return kind.title
 
 
@@ -136,6 +162,8 @@ def short_name(body: dict, number: int, task: str | None = None) -> str:
     elif kind.needs in ("expression", "question"):
         text = " ".join(str(body[kind.needs]).split())
         words = text if len(text) <= NAME_TEXT_CHARS else text[: NAME_TEXT_CHARS - 1].rstrip() + "…"
+    elif kind.needs == "features":
+        words = f"{len(body['regions'])} feature(s)"
     else:
         words = ""
     return f"{title} {words} #{number}" if words else f"{title} #{number}"

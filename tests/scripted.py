@@ -26,13 +26,15 @@ class ScriptedEngine:
         self.model_id = model_id
         self.defaults = defaults or ModelDefaults()
         self.seen: list[Conversation] = []
+        self.penalties: list[float | None] = []  # the repetition penalty each batch was asked with
 
     def _next(self, conversation: Conversation) -> str:
         if callable(self.answer):
             return self.answer(conversation)
         return self.answer[(len(self.seen) - 1) % len(self.answer)]
 
-    def generate(self, conversations: Sequence[Conversation], max_new_tokens: int) -> list[Generation]:
+    def generate(self, conversations: Sequence[Conversation], max_new_tokens: int, repetition_penalty: float | None = None) -> list[Generation]:
+        self.penalties.append(repetition_penalty)
         out = []
         for conversation in conversations:
             self.seen.append(conversation)
@@ -60,8 +62,8 @@ class ScriptedFirstTurn:
         self.batch_size = engine.batch_size
         self.defaults = engine.defaults
 
-    def generate(self, conversations: Sequence[Conversation], max_new_tokens: int) -> list[Generation]:
-        generations = self.engine.generate(conversations, max_new_tokens)
+    def generate(self, conversations: Sequence[Conversation], max_new_tokens: int, repetition_penalty: float | None = None) -> list[Generation]:
+        generations = self.engine.generate(conversations, max_new_tokens, repetition_penalty)
         return [
             replace(g, text=self.first_answer) if sum(m.role == "user" for m in c) == 1 else g
             for c, g in zip(conversations, generations)

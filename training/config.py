@@ -46,13 +46,16 @@ class FitConfig:
     keep_checkpoints: int = 2
     eval_every: int = 0  # steps between validations; 0: at the end only
     val_samples: int = 64  # validation conversations scored for loss
-    val_ap_samples: int = 32  # validation detection tiles generated for AP_nc; 0: no AP_nc
+    val_ap_samples: int = 32  # validation detection tiles generated for AP_nc, and grounding samples for Acc@0.5; 0: neither
     val_max_new_tokens: int = 512
     seed: int = 0
     num_workers: int = 0  # data loading processes
     bf16: bool = True  # bf16 on CUDA; CPU always trains in fp32
     merge: bool = False  # LoRA: also write the adapter merged into a full checkpoint
     log_every: int = 1
+    # Weight of training.dense_head's loss (where objects are, per vision token) beside the
+    # answers' loss; 0: no head. Training only: the result is a plain Qwen2.5-VL.
+    dense_head_weight: float = 0.0
 
 
 # Fields that may change between an interrupted run and its resumption.

@@ -158,6 +158,17 @@ def read_conversations(path: Path) -> list[Sample]:
     return samples
 
 
+def message_texts(path: Path) -> list[str]:
+    """Every distinct message text of a conversations file, without image placeholders: the
+    corpus a from-scratch tokenizer is trained on, so the data's words become tokens."""
+    texts = set()
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                texts.update(m["content"].replace(IMAGE_PLACEHOLDER, "") for m in json.loads(line)["messages"])
+    return sorted(texts)
+
+
 def conversations_file(path: str | Path, split: str) -> Path:
     """The conversations a dataset name stands for, for one split of an export folder."""
     path = Path(path)
@@ -292,11 +303,13 @@ class Mixture:
 class Collator:
     """Batches examples into model inputs. Labels are -100 everywhere except the assistant
     answers and the `<|im_end|>` closing each (so the model learns to stop), as RSCoVLM trained.
-    Training pads on the right; generation (validation) pads on the left."""
+    Training pads on the right; generation (validation) pads on the left. With `dense_targets`
+    the batch also holds what training.dense_head learns from each image's box answer."""
 
-    def __init__(self, processor, padding_side: str = "right"):
+    def __init__(self, processor, padding_side: str = "right", dense_targets: bool = False):
         self.processor = processor
         self.padding_side = padding_side
+        self.dense_targets = dense_targets
         tokenizer = processor.tokenizer
         self.header = tokenizer.encode("<|im_start|>assistant\n", add_special_tokens=False)
         self.im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
@@ -326,4 +339,11 @@ class Collator:
         batch = self.processor(text=texts, images=images or None, padding=True, padding_side=self.padding_side, return_tensors="pt")
         batch = dict(batch)
         batch["labels"] = self.answer_labels(batch["input_ids"])
+        if self.dense_targets and images:
+            import torch
+
+            from training.dense_head import batch_targets
+
+            merge = self.processor.image_processor.merge_size
+            batch["dense_targets"] = torch.from_numpy(batch_targets(examples, batch["image_grid_thw"], merge))
         return batch

@@ -29,7 +29,7 @@ import sys
 import tempfile
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -52,12 +52,12 @@ from backend.prompts import (
     zoom_tool_call,
 )
 from backend.resolution import MIN_PIXELS
-from backend.zoom import zoom_view
+from backend.zoom_plan import zoom_view
 from training.export import DATASET_FORMAT, DATASET_VERSION, detection_answer, dota_lines, objects_in_view
 from training.labels import LabelledObject
 from training.layouts import KINDS, SITE_KINDS, plan_layout
 from training.questions import Seen, caption, colour_question, groundings, vqa_pairs
-from training.synthetic import CLASSES, Scene, write_scene
+from training.synthetic import CLASSES, Scene, render_block, write_scene
 
 DEMO_MAX_PIXELS = 448 * 448  # the demo model's pixel budget: views of at most 256 visual tokens
 TILE = 224  # detection tile side at the world's GSD: 64 visual tokens
@@ -85,8 +85,12 @@ class DemoDataPlan:
     vqa_share: float = 0.2
     caption_share: float = 0.06
     classify_share: float = 0.1
-    subset_share: float = 0.2  # detection samples asking for a random subset of the classes
+    subset_share: float = 0.0  # detection samples asking for a random subset of the classes (RSCoVLM always listed all)
     empty_keep: float = 0.3  # share of empty tiles kept
+    # Sparse views: at most this many objects per tile (a uniform draw from 1 to it), the tile
+    # drawn again with only those; 0: every object the tile holds.
+    max_objects: int = 0
+    whole_views: bool = True  # the whole scene in the budget, with grounding, VQA, caption and class
 
 
 def _objects(scene: Scene) -> tuple[list[LabelledObject], shapely.STRtree, dict[int, str]]:
@@ -162,6 +166,20 @@ def _request(task: str, raster: Path, **fields) -> TaskRequest:
     return TaskRequest(task=task, raster=str(raster), options=TaskOptions(max_pixels=DEMO_MAX_PIXELS, zoom="on"), **fields)
 
 
+def _sparse(scene: Scene, labelled: list[LabelledObject], shown: list, x: int, y: int, plan: DemoDataPlan,
+            rng: np.random.Generator) -> tuple[list, np.ndarray | None]:
+    """A sparse view: some of the objects a tile shows, and the tile drawn with only those
+    (None: the tile as it is)."""
+    keep = int(rng.integers(1, plan.max_objects + 1))
+    if not shown or len(shown) <= keep:
+        return shown, None
+    kept = sorted(rng.choice(len(shown), size=keep, replace=False).tolist())
+    shown = [shown[k] for k in kept]
+    index = {id(item): i for i, item in enumerate(labelled)}
+    objects = [scene.objects[index[id(item.obj)]] for item in shown]
+    return shown, render_block(replace(scene, objects=tuple(objects)), x, y, TILE, TILE, objects)
+
+
 def tile_scene(writer: SplitWriter, prefix: str, scene: Scene, raster: Path, plan: DemoDataPlan, rng: np.random.Generator) -> None:
     """Detection tiles at random places (with the other tasks on some), then the whole scene
     in the pixel budget."""
@@ -179,7 +197,10 @@ def tile_scene(writer: SplitWriter, prefix: str, scene: Scene, raster: Path, pla
                 continue
             name = f"{prefix}t{t:02d}"
             kept += 1
-            image = writer.image(name, run.source.read_view(view, run.stretch).image)
+            drawn = None
+            if plan.max_objects:
+                shown, drawn = _sparse(scene, labelled, shown, x, y, plan, rng)
+            image = writer.image(name, run.source.read_view(view, run.stretch).image if drawn is None else drawn)
             if rng.random() < plan.subset_share:
                 asked = sorted(rng.choice(CLASSES, size=int(rng.integers(1, len(CLASSES))), replace=False).tolist())
             else:
@@ -193,6 +214,8 @@ def tile_scene(writer: SplitWriter, prefix: str, scene: Scene, raster: Path, pla
                 {"role": "assistant", "content": detection_answer(mine)}])
             zone = scene.zone_of(x, y, x + TILE, y + TILE)
             _view_samples(writer, name, image, (TILE, TILE), _seen(shown, colours), zone.kind if zone else None, plan, rng)
+        if not plan.whole_views:
+            return
         shown, _ = objects_in_view(whole, labelled, tree, 0.5)
         name = f"{prefix}whole"
         image = writer.image(name, run.source.read_view(whole, run.stretch).image)

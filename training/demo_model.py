@@ -34,6 +34,7 @@ from backend.atomic import staged_folder, write_text
 from backend.errors import UserError
 from backend.model_defaults import TASK_DEFAULTS_FILE
 from backend.resolution import MIN_PIXELS
+from training.data import message_texts
 from training.demo_data import DEMO_MAX_PIXELS, TILE, DemoDataPlan, build_demo_data
 from training.synthetic import CLASSES
 
@@ -83,16 +84,6 @@ def _timed(timings: dict, name: str, path: Path, step) -> None:
         timings[name] = {"wall_s": round(earlier.get("wall_s", 0.0) + time.monotonic() - started, 1), "load": load.summary(),
                          "parts": earlier.get("parts", 0) + 1}
         write_text(path, json.dumps(timings, indent=2) + "\n")
-
-
-def _corpus(data: Path) -> list[str]:
-    """Every distinct message text of the training conversations: the tokenizer's corpus."""
-    texts = set()
-    with open(data / "train" / "conversations.jsonl", encoding="utf-8") as handle:
-        for line in handle:
-            for message in json.loads(line)["messages"]:
-                texts.add(message["content"].replace("<image>", ""))
-    return sorted(texts)
 
 
 def publish(trained: Path, out: Path, summary: dict) -> None:
@@ -158,7 +149,7 @@ def run(data: Path, run_folder: Path, out: Path, overrides: dict, plan: DemoData
         raise UserError(f"{data} was generated with another plan.", "Delete it (or give another --data) to generate it again.")
     scratch = run_folder / "scratch"
     if not (scratch / "config.json").is_file():
-        _timed(timings, "scratch", timings_path, lambda: build_checkpoint(scratch, "demo", seed=0, extra_corpus=_corpus(data)))
+        _timed(timings, "scratch", timings_path, lambda: build_checkpoint(scratch, "demo", seed=0, extra_corpus=message_texts(data / "train" / "conversations.jsonl")))
     config = load_config(CONFIG, overrides)
     settings = fitting.FitSettings(model=str(scratch), data=str(data), out=str(run_folder / "fit"), config=config)
     metrics = run_folder / "fit" / fitting.METRICS_FILE

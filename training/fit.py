@@ -30,6 +30,7 @@ from pathlib import Path
 from backend.atomic import staged_folder, write_text
 from backend.engine.loading import check_checkpoint, choose_placement
 from backend.errors import Cancelled, UserError
+from backend.model_defaults import TASK_DEFAULTS_FILE
 from training.checkpoints import (
     complete_checkpoints,
     load_checkpoint,
@@ -39,7 +40,9 @@ from training.checkpoints import (
 )
 from training.config import RESUMABLE_CHANGES, FitConfig, load_config, parse_overrides
 from training.data import Collator, DatasetSpec, Mixture, conversations_file, parse_data_spec
-from training.validation import detection_ap_nc, evenly_spaced, validation_loss
+from training.dense_head import ATTRIBUTE as DENSE_HEAD
+from training.dense_head import attach as attach_dense_head
+from training.validation import detection_ap_nc, detection_classes, evenly_spaced, grounding_accuracy, validation_loss
 
 # LoRA targets by module path in transformers' Qwen2.5-VL: the language model's attention and
 # MLP projections; optionally the merger and the vision tower (whose MLP names are the same as
@@ -103,6 +106,12 @@ def _prepare_run_folder(settings: FitSettings, accelerator) -> tuple[Path, Path 
     out = Path(settings.out)
     identity = _identity(settings, accelerator.num_processes)
     run_file = out / RUN_FILE
+    if settings.overwrite and out.is_dir() and any(out.iterdir()) and not run_file.is_file():
+        # --overwrite on a mistyped folder (a dataset, a home folder) must not delete its model/ or adapter/
+        raise UserError(
+            f"{out} is not empty and holds no earlier fine-tuning run (no {RUN_FILE}); --overwrite only replaces a run folder.",
+            "Give the run folder to start over in, or an empty or new --out.",
+        )
     if accelerator.is_main_process:
         if settings.overwrite and out.exists():
             for name in ("checkpoints", "adapter", "model", "merged", RUN_FILE, LOG_FILE, METRICS_FILE):
@@ -243,9 +252,20 @@ def merge_adapter(model: str, adapter: str | Path, out: str | Path) -> Path:
     return Path(out)
 
 
-def _save_result(settings: FitSettings, accelerator, model, processor, out: Path, summary: dict) -> Path:
-    """adapter/ (LoRA) or model/ (full), written atomically by the main process."""
+def trained_classes(train: Mixture) -> list[str]:
+    """The detection classes the run's prompts listed: what the result declares it was trained on."""
+    classes = set()
+    for sample in train.samples:
+        if sample.task == "detect":
+            classes.update(detection_classes(next(m["content"] for m in sample.messages if m["role"] == "user")))
+    return sorted(classes)
+
+
+def _save_result(settings: FitSettings, accelerator, model, processor, out: Path, summary: dict, classes: list[str]) -> Path:
+    """adapter/ (LoRA) or model/ (full), written atomically by the main process, declaring the
+    detection classes it was trained on (backend.model_defaults) when its data had detection."""
     state_dict = accelerator.get_state_dict(model)  # gathers shards under ZeRO-3 / FSDP
+    state_dict = {k: v for k, v in state_dict.items() if not k.startswith(DENSE_HEAD + ".")}  # training only
     unwrapped = accelerator.unwrap_model(model)
     folder = out / ("model" if settings.config.method == "full" else "adapter")
     if accelerator.is_main_process:
@@ -254,6 +274,10 @@ def _save_result(settings: FitSettings, accelerator, model, processor, out: Path
             if settings.config.method == "full":
                 processor.save_pretrained(staging)
             (staging / "rscovlm_training.json").write_text(json.dumps(summary, indent=2) + "\n")
+            if classes:
+                base = Path(settings.model) / TASK_DEFAULTS_FILE  # the base's view sizes stay, its classes are this data's
+                declared = json.loads(base.read_text()) if base.is_file() else {}
+                (staging / TASK_DEFAULTS_FILE).write_text(json.dumps({**declared, "classes": classes}, indent=2) + "\n")
     accelerator.wait_for_everyone()
     return folder
 
@@ -313,6 +337,7 @@ def fit(settings: FitSettings, progress: ProgressCallback | None = None, should_
 
     set_seed(config.seed)
     model, processor, placement = load_model(settings, accelerator)
+    dense_head = attach_dense_head(model) if config.dense_head_weight > 0 else None
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
     deepspeed = accelerator.state.deepspeed_plugin
@@ -334,15 +359,17 @@ def fit(settings: FitSettings, progress: ProgressCallback | None = None, should_
         if accelerator.is_main_process:
             _trim_log(out, state["step"])
     collator = Collator(processor, padding_side="right")
+    train_collator = Collator(processor, padding_side="right", dense_targets=dense_head is not None)
     order = EpochOrder(len(train), config.seed, accelerator.process_index, accelerator.num_processes)
     sharded = _parameters_sharded(accelerator)
     started = time.monotonic()
-    metrics = {"val_loss": None, "val_ap_nc": None}
+    metrics = {"val_loss": None, "val_ap_nc": None, "val_ground_acc": None}
     model.train()
 
     def validate() -> None:
         if val is None:
             return
+        began = time.monotonic()
         chosen = evenly_spaced(len(val), config.val_samples)
         mine = chosen[accelerator.process_index :: accelerator.num_processes]
         if sharded:  # every process must run as many forward passes, in step
@@ -354,9 +381,15 @@ def fit(settings: FitSettings, progress: ProgressCallback | None = None, should_
             chosen = [detect[i] for i in evenly_spaced(len(detect), config.val_ap_samples)]
             ap = detection_ap_nc(accelerator.unwrap_model(model), processor, placement, val, chosen, accelerator, config)
             metrics["val_ap_nc"] = ap["ap_nc"] if ap else None
+        ground = [i for i, s in enumerate(val.samples) if s.task == "ground" and len(s.images) == 1]
+        if config.val_ap_samples and ground and not sharded:
+            chosen = [ground[i] for i in evenly_spaced(len(ground), config.val_ap_samples)]
+            found = grounding_accuracy(accelerator.unwrap_model(model), processor, placement, val, chosen, accelerator, config)
+            metrics["val_ground_acc"] = found["acc_at_0.5"] if found else None
         if metrics["val_loss"] is not None and (state["best_val_loss"] is None or metrics["val_loss"] < state["best_val_loss"]):
             state["best_val_loss"] = metrics["val_loss"]
-        _log(out, accelerator, {"step": state["step"], "val_loss": metrics["val_loss"], "val_ap_nc": metrics["val_ap_nc"]})
+        now = time.monotonic()
+        _log(out, accelerator, {"step": state["step"], **metrics, "elapsed_s": round(now - started, 3), "val_s": round(now - began, 3)})
         _report(progress, state, total_steps, None, scheduler, metrics)
 
     losses: list = []
@@ -364,10 +397,15 @@ def fit(settings: FitSettings, progress: ProgressCallback | None = None, should_
     while state["step"] < total_steps and not stop:
         train.set_epoch(state["epoch"])
         order.epoch, order.start = state["epoch"], state["batch_in_epoch"] * config.batch_size
-        for batch in _loader(train, order, config.batch_size, collator, config.num_workers, config.seed):
+        for batch in _loader(train, order, config.batch_size, train_collator, config.num_workers, config.seed):
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            if dense_head is not None:
+                dense_head.targets = batch.pop("dense_targets", None)
             with accelerator.accumulate(model):
                 loss = model(**batch).loss
+                if dense_head is not None and dense_head.last_loss is not None:
+                    loss = loss + config.dense_head_weight * dense_head.last_loss
+                    dense_head.last_loss = None
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and config.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(parameters, config.max_grad_norm)
@@ -414,11 +452,12 @@ def fit(settings: FitSettings, progress: ProgressCallback | None = None, should_
         "val_samples": len(val) if val is not None else 0,
         "val_loss": metrics["val_loss"],
         "val_ap_nc": metrics["val_ap_nc"],
+        "val_ground_acc": metrics["val_ground_acc"],
         "best_val_loss": state["best_val_loss"],
         "processes": accelerator.num_processes,
         "config": asdict(config),
     }
-    result = _save_result(settings, accelerator, model, processor, out, summary)
+    result = _save_result(settings, accelerator, model, processor, out, summary, trained_classes(train))
     summary["result"] = str(result)
     if config.merge and config.method != "full" and accelerator.is_main_process:
         summary["merged"] = str(merge_adapter(settings.model, result, out / "merged"))

@@ -134,6 +134,23 @@ SIZES = {
         vision_rope_theta=100.0,
         mrope_section=(4, 14, 14),
     ),
+    # The demo's vision tower with a deeper, wider language model (about 13M parameters, 52 MB):
+    # whether reading a position off the image tokens and spelling it is short of capacity.
+    "demo-deep": ModelSize(
+        vocab_size=1000,
+        text_hidden=320,
+        text_layers=8,
+        text_heads=5,
+        text_kv_heads=1,
+        text_intermediate=960,
+        vision_hidden=192,
+        vision_depth=4,
+        vision_heads=4,
+        vision_intermediate=512,
+        text_rope_theta=20.0,
+        vision_rope_theta=100.0,
+        mrope_section=(4, 14, 14),
+    ),
 }
 
 

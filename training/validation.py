@@ -53,6 +53,27 @@ def _conversation(example: Example, messages: tuple[dict, ...]) -> list[Message]
     return conversation
 
 
+def _generate(unwrapped_model, processor, placement, val: Mixture, indices: list[int], accelerator, config) -> list[tuple]:
+    """(sample, image size, answer text) of greedy answers to this process's share of the
+    single-image validation samples `indices`."""
+    engine = LocalEngine(unwrapped_model, processor, placement, "validation", config.batch_size, config.min_pixels, config.max_pixels)
+    engine.generation_config.use_cache = True  # training turns the cache off; generating without it is quadratic
+    mine = indices[accelerator.process_index :: accelerator.num_processes]
+    answered = []
+    unwrapped_model.eval()
+    try:
+        for start in range(0, len(mine), engine.batch_size):
+            chunk = mine[start : start + engine.batch_size]
+            examples = [val[i] for i in chunk]
+            conversations = [_conversation(e, val.samples[i].messages) for e, i in zip(examples, chunk)]
+            for i, example, generation in zip(chunk, examples, engine.generate(conversations, config.val_max_new_tokens)):
+                height, width = example.images[0].shape[:2]
+                answered.append((val.samples[i], (width, height), generation.text))
+    finally:
+        unwrapped_model.train()
+    return answered
+
+
 def detection_ap_nc(unwrapped_model, processor, placement, val: Mixture, indices: list[int], accelerator, config) -> dict | None:
     """AP_nc of greedy detection answers on the validation tiles `indices` (single-image
     detection samples), each process generating its share."""
@@ -61,27 +82,13 @@ def detection_ap_nc(unwrapped_model, processor, placement, val: Mixture, indices
     from backend.evaluation.boxes import BoxTable
     from backend.evaluation.detection import evaluate_detections
 
-    engine = LocalEngine(unwrapped_model, processor, placement, "validation", config.batch_size, config.min_pixels, config.max_pixels)
-    engine.generation_config.use_cache = True  # training turns the cache off; generating without it is quadratic
-    mine = indices[accelerator.process_index :: accelerator.num_processes]
     rows = []
-    unwrapped_model.eval()
-    try:
-        for start in range(0, len(mine), engine.batch_size):
-            chunk = mine[start : start + engine.batch_size]
-            examples = [val[i] for i in chunk]
-            conversations = [_conversation(e, val.samples[i].messages) for e, i in zip(examples, chunk)]
-            generations = engine.generate(conversations, config.val_max_new_tokens)
-            for i, example, generation in zip(chunk, examples, generations):
-                sample = val.samples[i]
-                height, width = example.images[0].shape[:2]
-                user = next(m["content"] for m in sample.messages if m["role"] == "user")
-                classes = detection_classes(user)
-                truth = parse_boxes(sample.answer(), (width, height), classes)
-                predicted = parse_boxes(generation.text, (width, height), classes)
-                rows.append((sample.id, classes, [(b.label, b.points) for b in truth.boxes], [(b.label, b.points) for b in predicted.boxes]))
-    finally:
-        unwrapped_model.train()
+    for sample, size, text in _generate(unwrapped_model, processor, placement, val, indices, accelerator, config):
+        user = next(m["content"] for m in sample.messages if m["role"] == "user")
+        classes = detection_classes(user)
+        truth = parse_boxes(sample.answer(), size, classes)
+        predicted = parse_boxes(text, size, classes)
+        rows.append((sample.id, classes, [(b.label, b.points) for b in truth.boxes], [(b.label, b.points) for b in predicted.boxes]))
     rows = gather_object(rows) if accelerator.num_processes > 1 else rows
     if not rows:
         return None
@@ -95,3 +102,22 @@ def detection_ap_nc(unwrapped_model, processor, placement, val: Mixture, indices
     classes = sorted({c for row in rows for c in row[1]})
     scores = evaluate_detections(table(2), table(3), images=[row[0] for row in rows], classes=classes)
     return {"ap_nc": scores.mean_ap, "tiles": len(rows), "per_class": {c.label: c.ap for c in scores.classes}}
+
+
+def grounding_accuracy(unwrapped_model, processor, placement, val: Mixture, indices: list[int], accelerator, config) -> dict | None:
+    """Acc@0.5 and mean IoU of greedy grounding answers (their first box) on the validation
+    samples `indices`, scored as `rscovlm eval grounding` scores them."""
+    from accelerate.utils import gather_object
+
+    from backend.evaluation.grounding import score_grounding
+
+    pairs = []
+    for sample, size, text in _generate(unwrapped_model, processor, placement, val, indices, accelerator, config):
+        truth, predicted = parse_boxes(sample.answer(), size).boxes, parse_boxes(text, size).boxes
+        if truth:
+            pairs.append((sample.id, truth[0].points, predicted[0].points if predicted else None))
+    pairs = gather_object(pairs) if accelerator.num_processes > 1 else pairs
+    if not pairs:
+        return None
+    scores = score_grounding({i: reference for i, reference, _ in pairs}, {i: answer for i, _, answer in pairs})
+    return {"acc_at_0.5": scores.accuracy, "mean_iou": scores.mean_iou, "samples": scores.samples}

@@ -32,8 +32,25 @@ def register(subparsers) -> None:
     server.add_argument("--max-upload-mb", type=int, default=4096, help="largest raster upload in MiB (default 4096)")
     server.add_argument("--server-file", type=Path, help="where to write the URL and token (default: ~/.config/rscovlm/server.json)")
     server.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"], default="warning")
+    server.add_argument(
+        "--served-model-name",
+        help="the model's name on the OpenAI routes (default: the checkpoint folder's name, or the hub id; never a path)",
+    )
     server.add_argument("--export-openapi", metavar="PATH", help="write the OpenAPI schema to PATH and exit (loads no model)")
     parser.set_defaults(handler=run_serve)
+
+
+def served_name(choice) -> str:
+    """What the OpenAI routes call the model when no name is given: as vLLM names it by what was
+    passed, but a folder by its name only, so the server's file layout is not shown to clients."""
+    if choice.url:
+        return choice.label
+    model = Path(choice.model).expanduser()
+    name = model.name if model.exists() else str(choice.model)
+    if choice.adapter:
+        adapter = Path(choice.adapter)
+        name += "+" + (adapter.parent.name if adapter.name == "adapter" else adapter.name)
+    return name
 
 
 def export_openapi(path: str) -> int:
@@ -75,6 +92,7 @@ def run_serve(args: argparse.Namespace) -> int:
             Limits(upload_bytes=args.max_upload_mb * 2**20),
             tuple(args.allow_host),
             args.log_level,
+            args.served_model_name or served_name(choice),
         )
     except OSError as exc:
         raise UserError(f"cannot listen on {args.host}:{args.port} ({exc.strerror or exc}).", "Choose another --port, or 0 for a free one.") from exc

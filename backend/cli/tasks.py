@@ -1,4 +1,5 @@
-"""The five task commands: detect, ground, caption, classify, ask."""
+"""The task commands: detect, ground, caption, classify, ask, and describe-region (the features
+of a vector layer described, each answer written into the layer as an attribute)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ from pydantic import ValidationError
 from backend.contract import TaskOptions, TaskRequest, TaskResult
 from backend.engine.factory import add_engine_options, engine_choice, load_engine
 from backend.errors import UserError, validation_problem
-from backend.model_defaults import model_defaults, with_model_defaults
+from backend.model_defaults import model_defaults
 from backend.prompts import DOTA_CLASSES
 from backend.resolution import DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE
-from backend.zoom import ZOOM_TASKS, zoom_summary
+from backend.zoom import zoom_summary
+from backend.zoom_plan import ZOOM_TASKS
 
 BUNDLED_MODEL = Path(__file__).resolve().parents[2] / "resources" / "models" / "demo"
 
@@ -26,7 +28,9 @@ TASK_HELP = {
     "caption": "describe the extent in a sentence",
     "classify": "pick the scene class of the extent",
     "ask": "answer a question about the extent",
+    "describe-region": "describe each feature of a vector layer (or a box); the answers as an attribute",
 }
+COMMAND_TASKS = {"describe-region": "describe"}  # a command's name where it is not the task's
 
 
 def _numbers(text: str, count: int | None, what: str, kind=float) -> list:
@@ -49,7 +53,9 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("raster", help="raster file (GeoTIFF or any format GDAL reads)")
     model = parser.add_argument_group("model")
     add_engine_options(model)
-    model.add_argument("--max-new-tokens", type=int, help="answer length limit")
+    model.add_argument("--max-new-tokens", type=int, help="answer length limit, tokens (default: 4096 for detection, 64-128 otherwise)")
+    model.add_argument("--min-pixels", type=int, help="least pixels a view is shown at (default: the model's trained range)")
+    model.add_argument("--max-pixels", type=int, help="most pixels a view is shown at (default: the model's trained range)")
     where = parser.add_argument_group("where")
     where.add_argument(
         "--extent",
@@ -65,8 +71,9 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers) -> None:
-    for task, help_text in TASK_HELP.items():
-        parser = subparsers.add_parser(task, help=help_text, description=help_text)
+    for command, help_text in TASK_HELP.items():
+        task = COMMAND_TASKS.get(command, command)
+        parser = subparsers.add_parser(command, help=help_text, description=help_text)
         _common_options(parser)
         if task in ("detect", "classify"):
             example = "plane,ship,small vehicle" if task == "detect" else "airport,harbor,farmland"
@@ -80,11 +87,18 @@ def register(subparsers) -> None:
             parser.add_argument("--nms-iou", type=float, help="merge duplicates across tiles above this IoU (default 0.1)")
         if task == "ground":
             parser.add_argument("--expression", required=True, help='what to find, e.g. "the white ship next to the pier"')
+            parser.add_argument("--box-form", choices=["hbox", "polygon"], help="a box (hbox, default) or a rotated polygon (polygon grounding)")
         if task == "ask":
             parser.add_argument("--question", required=True)
+            parser.add_argument("--choices", help='multiple choice: the answers, separated by ";", e.g. "Yellow;Red;Blue" or "(A) Yellow;(B) Red"')
+        if task == "describe":
+            regions = parser.add_argument_group("what to describe (one of)")
+            regions.add_argument("--feature-layer", help="a vector file (GeoPackage, GeoJSON...): every feature is described")
+            regions.add_argument("--layer", help="the layer inside --feature-layer (default: the first)")
+            regions.add_argument("--box", help="one box xmin,ymin,xmax,ymax in --extent-crs (default: the raster's CRS)")
         if task in ZOOM_TASKS:
             _zoom_options(parser, task)
-        parser.set_defaults(handler=run_command, task=task)
+        parser.set_defaults(handler=run_command, task=task, feature_layer=None, box=None)
 
 
 def _zoom_options(parser: argparse.ArgumentParser, task: str) -> None:
@@ -103,14 +117,16 @@ def _zoom_options(parser: argparse.ArgumentParser, task: str) -> None:
         )
 
 
-def build_request(args: argparse.Namespace) -> TaskRequest:
+def build_request(args: argparse.Namespace, regions: list | None = None) -> TaskRequest:
     """The request the options ask for; options not given stay unset, for the model's defaults
-    to fill (`backend.model_defaults`)."""
-    options = {"gsd": args.gsd, "max_new_tokens": args.max_new_tokens}
+    to fill (`backend.model_defaults`). `regions`: describe's boxes."""
+    options = {"gsd": args.gsd, "max_new_tokens": args.max_new_tokens, "min_pixels": args.min_pixels, "max_pixels": args.max_pixels}
     if args.bands:
         options["bands"] = _numbers(args.bands, None, "--bands", int)
     if args.task == "detect":
         options.update(tile_size=args.tile_size, tile_overlap=args.tile_overlap, box_form=args.box_form, nms_iou=args.nms_iou)
+    if args.task == "ground":
+        options["box_form"] = args.box_form
     if args.task in ZOOM_TASKS:
         options.update(zoom=args.zoom, zoom_factor=args.zoom_factor, zoom_steps=args.zoom_steps)
     if args.task == "ask":
@@ -123,6 +139,8 @@ def build_request(args: argparse.Namespace) -> TaskRequest:
         "classes": _classes(args.classes) if getattr(args, "classes", None) is not None else None,
         "expression": getattr(args, "expression", None),
         "question": getattr(args, "question", None),
+        "choices": [c for c in args.choices.split(";") if c.strip()] if getattr(args, "choices", None) else None,
+        "regions": regions,
     }
     try:
         return TaskRequest(**fields, options=TaskOptions(**{k: v for k, v in options.items() if v is not None}))
@@ -141,6 +159,22 @@ def resolve_model(args: argparse.Namespace) -> str:
     )
 
 
+def described_regions(args: argparse.Namespace) -> tuple[dict | None, list, str | None]:
+    """What describe-region asks about: the features of --feature-layer (their boxes, in the
+    layer's CRS) or one --box (in --extent-crs); and that CRS."""
+    if bool(args.feature_layer) == bool(args.box):
+        raise UserError("describe-region needs either --feature-layer or --box.", "Give the features to describe, or one box.")
+    if args.box:
+        return None, [tuple(_numbers(args.box, 4, "--box"))], args.extent_crs
+    from backend.feature_layer import feature_bounds, layer_crs, read_features
+
+    features = read_features(args.feature_layer, args.layer)
+    crs = layer_crs(features)
+    if crs is None:
+        raise UserError(f"{args.feature_layer} has no CRS, so its features cannot be placed on the raster.", "Assign the layer a CRS first.")
+    return features, feature_bounds(features), crs
+
+
 def summary(result: TaskResult) -> str:
     if result.task == "detect":
         counts = Counter(f.properties["label"] for f in result.features)
@@ -156,28 +190,39 @@ def summary(result: TaskResult) -> str:
     if result.task == "classify" and result.features:
         label = result.features[0].properties.get("label")
         return f"{label or '(no class)'}  [{result.text}]"
+    if result.task == "describe":
+        return "\n".join(f"{f.properties['region'] + 1}: {f.properties['text']}" for f in result.features)
     return result.text or ""
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from backend.pipeline import TaskRun, drive
+    from backend.drive import drive
+    from backend.pipeline import TaskRun
     from backend.writers import output_format, write_result
 
     if args.output:
         output_format(args.output)
+    features = None
+    if args.task == "describe":
+        features, regions, args.extent_crs = described_regions(args)
     choice = engine_choice(args, lambda: resolve_model(args))
-    request = build_request(args)
+    request = build_request(args, regions if args.task == "describe" else None)
     # A server is asked what its model was trained on; a checkpoint folder says it in its files,
     # so the raster is opened and the views planned before the weights load: bad input fails in a second.
     engine = load_engine(choice) if choice.url else None
     defaults = engine.defaults if engine is not None else model_defaults(choice.model, choice.adapter)
-    with TaskRun(with_model_defaults(request, defaults), choice.label) as run:
+    with TaskRun(request, choice.label, defaults) as run:
         engine = engine or load_engine(choice)
         from tqdm import tqdm
 
         with tqdm(total=run.total, unit="view", desc=args.task, file=sys.stderr, disable=True if args.no_progress else None) as bar:
             result = drive(run, engine, progress=lambda done, total: bar.update(done - bar.n))
-    if args.output:
+    if args.output and features is not None:
+        from backend.feature_layer import write_described
+
+        texts = {f.properties["region"]: f.properties["text"] for f in result.features}
+        write_described(features, [texts.get(i) for i in range(len(regions))], args.output)
+    elif args.output:
         write_result(result, args.output)
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)

@@ -21,6 +21,7 @@ class Generation:
     prompt_tokens: int
     visual_tokens: int
     new_tokens: int
+    finished: bool = True  # the model ended its answer; False: it stopped at the answer limit
 
 
 class Engine(Protocol):
@@ -28,7 +29,12 @@ class Engine(Protocol):
     batch_size: int
     defaults: ModelDefaults  # what the model was trained on: requests take their unset options from it
 
-    def generate(self, conversations: Sequence[Conversation], max_new_tokens: int) -> list[Generation]: ...
+    def generate(
+        self, conversations: Sequence[Conversation], max_new_tokens: int, repetition_penalty: float | None = None
+    ) -> list[Generation]:
+        """Greedy answers. `repetition_penalty` None: the checkpoint's own generation config;
+        detection sets 1.0, as RSCoVLM's detection was measured (MODEL_IO, Generation limits)."""
+        ...
 
     def describe(self) -> dict: ...
 

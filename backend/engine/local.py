@@ -19,7 +19,7 @@ from backend.engine.loading import DeviceChoice, Placement, Quantize, check_adap
 from backend.errors import UserError
 from backend.model_defaults import ModelDefaults, model_defaults
 from backend.prompts import Conversation
-from backend.resolution import FACTOR, MAX_PIXELS, MIN_PIXELS, PATCH_SIZE, smart_resize
+from backend.resolution import FACTOR, MAX_IMAGE_PIXELS, PATCH_SIZE, smart_resize
 
 
 def chat_messages(conversation: Conversation) -> tuple[list[dict], list[np.ndarray]]:
@@ -42,7 +42,9 @@ def configure_pixel_limits(processor, min_pixels: int, max_pixels: int) -> None:
     for name, value in (("min_pixels", min_pixels), ("max_pixels", max_pixels)):
         if hasattr(image_processor, name):
             setattr(image_processor, name, value)
-    for side in (int(np.sqrt(min_pixels)) // 2, int(np.sqrt(max_pixels)) * 2):
+    # a side under the least (it must grow), and one over the most or, for a wide range, a
+    # large view that must pass unchanged (a probe over 12.8 Mpx would cost seconds per load)
+    for side in (int(np.sqrt(min_pixels)) // 2, min(int(np.sqrt(max_pixels)) * 2, 2016)):
         probe = np.zeros((side, side, 3), dtype=np.uint8)
         grid = image_processor(images=[probe], return_tensors="pt")["image_grid_thw"][0].tolist()
         expected = smart_resize(side, side, FACTOR, min_pixels, max_pixels)
@@ -122,7 +124,7 @@ class LocalEngine:
         h, w = smart_resize(image.shape[0], image.shape[1], FACTOR, self.min_pixels, self.max_pixels)
         return h // PATCH_SIZE, w // PATCH_SIZE
 
-    def _generate_batch(self, conversations: Sequence[Conversation], max_new_tokens: int) -> list[Generation]:
+    def _generate_batch(self, conversations: Sequence[Conversation], max_new_tokens: int, repetition_penalty: float | None) -> list[Generation]:
         import torch
 
         texts, images, image_counts = [], [], []
@@ -145,24 +147,30 @@ class LocalEngine:
         inputs = inputs.to(self.model.device)
         config = copy.copy(self.generation_config)
         config.max_new_tokens = max_new_tokens
+        if repetition_penalty is not None:
+            config.repetition_penalty = repetition_penalty
         with torch.inference_mode():
             output = self.model.generate(**inputs, generation_config=config)
         prompt_length = inputs["input_ids"].shape[1]
         new = output[:, prompt_length:]
         decoded = self.processor.batch_decode(new, skip_special_tokens=True, clean_up_tokenization_spaces=False)
         pad = self.processor.tokenizer.pad_token_id
+        ends = config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]
+        ended = torch.isin(new, torch.tensor([e for e in ends if e is not None], device=new.device)).any(dim=1).tolist()
         prompt_tokens = inputs["attention_mask"].sum(dim=1).tolist()
         results, cursor = [], 0
         for row, (text, count) in enumerate(zip(decoded, image_counts)):
             new_tokens = int((new[row] != pad).sum())
-            results.append(Generation(text.strip(), int(prompt_tokens[row]), int(sum(visual[cursor : cursor + count])), new_tokens))
+            results.append(
+                Generation(text.strip(), int(prompt_tokens[row]), int(sum(visual[cursor : cursor + count])), new_tokens, bool(ended[row]))
+            )
             cursor += count
         return results
 
-    def generate(self, conversations: Sequence[Conversation], max_new_tokens: int) -> list[Generation]:
+    def generate(self, conversations: Sequence[Conversation], max_new_tokens: int, repetition_penalty: float | None = None) -> list[Generation]:
         results: list[Generation] = []
         for start in range(0, len(conversations), self.batch_size):
-            results.extend(self._generate_batch(conversations[start : start + self.batch_size], max_new_tokens))
+            results.extend(self._generate_batch(conversations[start : start + self.batch_size], max_new_tokens, repetition_penalty))
         return results
 
 
@@ -172,9 +180,12 @@ def load_local_engine(
     device: DeviceChoice = "auto",
     quantize: Quantize = "none",
     batch_size: int = 4,
-    min_pixels: int = MIN_PIXELS,
-    max_pixels: int = MAX_PIXELS,
 ) -> LocalEngine:
+    """The checkpoint ready to answer. Its processor never resizes what it is given (any image
+    whose sides are multiples of 28 and whose area is under MAX_IMAGE_PIXELS passes as it is):
+    views are read at their final size, and chat images are fitted into the model's trained
+    range before they get here (backend.server.chat), so coordinates always refer to the
+    pixels the caller holds."""
     source = check_checkpoint(model)
     adapter_path = check_adapter(adapter) if adapter else None
     defaults = model_defaults(model, adapter_path)  # a bad declaration is refused before the weights load
@@ -226,6 +237,6 @@ def load_local_engine(
             network_model = PeftModel.from_pretrained(network_model, adapter_path)
     network_model.eval()
     processor.tokenizer.padding_side = "left"
-    configure_pixel_limits(processor, min_pixels, max_pixels)
+    configure_pixel_limits(processor, FACTOR * FACTOR, MAX_IMAGE_PIXELS)
     model_id = model if not adapter_path else f"{model}+{adapter_path}"
-    return LocalEngine(network_model, processor, placement, model_id, batch_size, min_pixels, max_pixels, defaults)
+    return LocalEngine(network_model, processor, placement, model_id, batch_size, FACTOR * FACTOR, MAX_IMAGE_PIXELS, defaults)

@@ -148,25 +148,29 @@ class RemoteEngine:
             raise UserError(f"the engine server at {self.url} serves no model.", "Check that it finished loading one.")
         return str(models[0]["id"])
 
-    def _complete(self, conversation: Conversation, max_new_tokens: int) -> Generation:
+    def _complete(self, conversation: Conversation, max_new_tokens: int, repetition_penalty: float | None) -> Generation:
         payload = {
             "model": self.model_id,
             "messages": openai_messages(conversation),
             "max_tokens": max_new_tokens,
             "temperature": 0.0,
         }
+        if repetition_penalty is not None:
+            payload["repetition_penalty"] = repetition_penalty  # vLLM's extension; without it vLLM applies the checkpoint's
         body = self._request("POST", "/v1/chat/completions", json=payload).json()
         try:
-            text = body["choices"][0]["message"]["content"] or ""
+            choice = body["choices"][0]
+            text = choice["message"]["content"] or ""
             usage = body.get("usage") or {}
         except (KeyError, IndexError, TypeError) as exc:
             raise RuntimeError(f"the engine server at {self.url} answered without choices[0].message.content") from exc
         images = [image for message in conversation for image in message.images]
         tokens = sum(visual_tokens(*smart_resize(image.shape[0], image.shape[1])) for image in images)
-        return Generation(text.strip(), int(usage.get("prompt_tokens", 0)), tokens, int(usage.get("completion_tokens", 0)))
+        finished = choice.get("finish_reason") != "length"
+        return Generation(text.strip(), int(usage.get("prompt_tokens", 0)), tokens, int(usage.get("completion_tokens", 0)), finished)
 
-    def generate(self, conversations: Sequence[Conversation], max_new_tokens: int) -> list[Generation]:
-        return list(self.pool.map(lambda conversation: self._complete(conversation, max_new_tokens), conversations))
+    def generate(self, conversations: Sequence[Conversation], max_new_tokens: int, repetition_penalty: float | None = None) -> list[Generation]:
+        return list(self.pool.map(lambda conversation: self._complete(conversation, max_new_tokens, repetition_penalty), conversations))
 
     def _server_model(self) -> dict | None:
         """GET /model of another `rscovlm serve` (where its model runs, what it was trained on);

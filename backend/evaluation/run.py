@@ -25,6 +25,7 @@ from rasterio.errors import NotGeoreferencedWarning
 
 from backend.atomic import write_text
 from backend.contract import TaskOptions, TaskRequest, TaskResult
+from backend.drive import drive
 from backend.engine import Engine
 from backend.errors import Cancelled, UserError, validation_problem
 from backend.evaluation.dataset import REGION_CAPTION_PREFIX, DatasetSplit, Sample
@@ -34,8 +35,7 @@ from backend.evaluation.grounding import score_grounding
 from backend.evaluation.protocols import detection_report
 from backend.evaluation.report import plot_precision_recall, write_json
 from backend.evaluation.text import caption_scores, contained_accuracy
-from backend.model_defaults import ModelDefaults, with_model_defaults
-from backend.pipeline import TaskRun, drive
+from backend.pipeline import TaskRun
 from backend.writers import write_dota
 
 ProgressCallback = Callable[[int, int], None]
@@ -49,9 +49,7 @@ def _sample_file(folder: Path, sample: Sample) -> Path:
     return folder / sample.task / f"{safe}-{hashlib.sha1(sample.id.encode()).hexdigest()[:8]}.json"
 
 
-def _request(
-    task: str, image: Path, options: TaskOptions, defaults: ModelDefaults, classes: Sequence[str] | None = None, argument: str = ""
-) -> TaskRequest:
+def _request(task: str, image: Path, options: TaskOptions, classes: Sequence[str] | None = None, argument: str = "") -> TaskRequest:
     fields = {"task": task, "raster": str(image), "options": options}
     if task in ("detect", "classify"):
         fields["classes"] = list(classes or [])
@@ -60,7 +58,7 @@ def _request(
     if task == "ask":
         fields["question"] = argument
     try:
-        return with_model_defaults(TaskRequest(**fields), defaults)
+        return TaskRequest(**fields)
     except ValidationError as exc:
         raise UserError(f"{image.name}: {validation_problem(exc.errors())}", "Check the dataset's prompts and classes.") from None
 
@@ -72,7 +70,8 @@ def _run_together(runs: list[TaskRun], engine: Engine) -> list[TaskResult]:
         batch = [(run, view, run.conversation(view)) for run, view in pending[start : start + engine.batch_size]]
         batch = [(run, view, conv) for run, view, conv in batch if conv is not None]
         if batch:
-            for (run, view, _), generation in zip(batch, engine.generate([c for _, _, c in batch], runs[0].max_new_tokens)):
+            answers = engine.generate([c for _, _, c in batch], runs[0].max_new_tokens, runs[0].repetition_penalty)
+            for (run, view, _), generation in zip(batch, answers):
                 run.accept(view, generation)
     return [run.result() for run in runs]
 
@@ -154,10 +153,10 @@ def _predict_chunk(jobs: list, engine: Engine, split: DatasetSplit, classes: lis
     try:
         for task, item, _ in jobs:
             if task == "detect":
-                runs.append(TaskRun(_request("detect", split.images[item], options, engine.defaults, classes), engine.model_id))
+                runs.append(TaskRun(_request("detect", split.images[item], options, classes), engine.model_id, engine.defaults))
                 continue
             sample_classes = item.argument.split(",") if task == "classify" else None
-            run = TaskRun(_request(task, item.image, options, engine.defaults, sample_classes, item.argument), engine.model_id)
+            run = TaskRun(_request(task, item.image, options, sample_classes, item.argument), engine.model_id, engine.defaults)
             if task == "caption" and item.prompt.startswith(REGION_CAPTION_PREFIX):
                 run.user = item.prompt  # the pipeline has no region-caption task: ask the sample's own question
             runs.append(run)
@@ -181,7 +180,7 @@ def _predict_zoom(job: tuple, engine: Engine, options: TaskOptions) -> None:
     """The whole Zoom-in Chain on the sample's raster, as `rscovlm ask --zoom` runs it."""
     _, sample, target = job
     zoomed = TaskOptions(**options.model_dump(exclude_unset=True), zoom="on")
-    with TaskRun(_request("ask", sample.image, zoomed, engine.defaults, argument=sample.argument), engine.model_id) as run:
+    with TaskRun(_request("ask", sample.image, zoomed, argument=sample.argument), engine.model_id, engine.defaults) as run:
         result = drive(run, engine)
     trace = result.zoom
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from backend import __version__
 from backend.contract import (
@@ -34,12 +34,13 @@ from backend.contract import (
     ModelInfo,
     ModelList,
     RasterUpload,
+    TaskOptions,
     TaskRequest,
     TrainingJobStatus,
     VectorUpload,
 )
 from backend.errors import Cancelled, UserError, validation_problem
-from backend.server.chat import completion, conversation_from_request, max_tokens
+from backend.server.chat import TooMuchImage, completion, conversation_from_request, max_tokens, stream_events
 from backend.server.jobs import Scheduler, ServiceBusy, TaskJob
 from backend.server.security import Guard, GuardSettings
 from backend.server.training_jobs import TrainingJob, TrainingJobs, training_installed
@@ -69,8 +70,10 @@ def create_app(
     uploads: Uploads | None = None,
     guard: GuardSettings | None = None,
     training: TrainingJobs | None = None,
+    served_model_name: str | None = None,
 ) -> FastAPI:
-    """The app; with no scheduler it only serves to export the OpenAPI schema."""
+    """The app; with no scheduler it only serves to export the OpenAPI schema. The OpenAI routes
+    name the model `served_model_name` (default: the model's own id)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -102,6 +105,7 @@ def create_app(
 
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(UserError, lambda request, exc: _error(400, str(exc)))
+    app.add_exception_handler(TooMuchImage, lambda request, exc: _error(413, str(exc)))
     app.add_exception_handler(ServiceBusy, lambda request, exc: _error(503, str(exc), {"Retry-After": "5"}))
 
     def jobs() -> Scheduler:
@@ -264,29 +268,40 @@ def create_app(
             raise HTTPException(404, f"no training job {job_id}.")
         return job.status()
 
+    def served_name() -> str:
+        return served_model_name or jobs().engine.model_id
+
     @app.get("/v1/models", response_model=ModelList, tags=["openai"])
     def list_models() -> ModelList:
-        return ModelList(data=[ModelCard(id=jobs().engine.model_id, created=int(jobs().started))])
+        return ModelList(data=[ModelCard(id=served_name(), created=int(jobs().started))])
 
     @app.post(
         "/v1/chat/completions",
         response_model=ChatCompletion,
         tags=["openai"],
-        responses={400: {"model": ErrorResponse}, 422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+        responses={
+            200: {"content": {"text/event-stream": {}}, "description": "the completion, or with stream: true its server-sent events"},
+            400: {"model": ErrorResponse},
+            413: {"model": ErrorResponse},
+            422: {"model": ErrorResponse},
+            503: {"model": ErrorResponse},
+        },
     )
-    async def chat(request: ChatCompletionRequest) -> ChatCompletion:
-        """OpenAI-compatible, greedy; images as data URLs. Queued with the jobs, so it shares their batches."""
-        if request.stream:
-            raise UserError("streaming is not supported.", "Send stream: false.")
-        conversation = await run_in_threadpool(conversation_from_request, request)
-        limit = max_tokens(request)
+    async def chat(request: ChatCompletionRequest):
+        """OpenAI-compatible, greedy; images as data URLs, fitted into the model's trained pixel range. Queued with the
+        jobs, so it shares their batches."""
+        trained = TaskOptions(**jobs().engine.defaults.options)
+        conversation = await run_in_threadpool(conversation_from_request, request, trained.min_pixels, trained.max_pixels)
         try:
-            generation = await asyncio.wrap_future(jobs().chat(conversation, limit))
+            generation = await asyncio.wrap_future(jobs().chat(conversation, max_tokens(request)))
         except Cancelled as exc:
             raise ServiceBusy(str(exc)) from None
         except RuntimeError as exc:
             raise HTTPException(500, str(exc)) from None
-        return completion(generation, jobs().engine.model_id, limit)
+        if request.stream:
+            include_usage = request.stream_options is not None and request.stream_options.include_usage
+            return StreamingResponse(iter(stream_events(generation, served_name(), include_usage)), media_type="text/event-stream")
+        return completion(generation, served_name())
 
     return app
 

@@ -2,8 +2,8 @@
 
 A single scheduler thread owns the engine. Each round, the work that has waited longest since
 it was last served gets the first view of one engine batch (so nothing starves), and the rest of
-the batch is filled with views of queued work that shares its batch key (task and answer
-length), the work with the fewest views left first (so small jobs finish fast, and jobs of one
+the batch is filled with views of queued work that shares its batch key (task, answer length
+and repetition penalty), the work with the fewest views left first (so small jobs finish fast, and jobs of one
 size finish in the order they came). Twenty one-tile jobs become a few full batches instead of
 twenty single passes, a small job is not stuck behind a thousand-tile one, and a cancelled job
 stops at the end of the batch in flight.
@@ -30,10 +30,10 @@ from itertools import groupby
 import numpy as np
 
 from backend.contract import JobProgress, JobStatus, JobSummary, TaskRequest, TaskResult
+from backend.drive import drive
 from backend.engine import Engine, Generation
 from backend.errors import Cancelled, UserError
-from backend.model_defaults import with_model_defaults
-from backend.pipeline import TaskRun, drive
+from backend.pipeline import TaskRun
 from backend.prompts import CAPTION_PROMPT, Conversation, single_turn
 from backend.raster import crs_name
 from backend.server.job_table import JobTable
@@ -56,7 +56,7 @@ class TaskJob:
         self.id = uuid.uuid4().hex
         self.run = run
         self.task = run.request.task
-        self.key = (self.task, run.max_new_tokens)
+        self.key = (self.task, run.max_new_tokens, run.repetition_penalty)
         self.crs = crs_name(run.source.crs)
         self.state = "queued"
         self.error: str | None = None
@@ -140,9 +140,14 @@ class TaskJob:
 
     def _end(self, state: str, error: str | None = None) -> None:
         self.state, self.error, self.finished = state, error, time.time()
-        if not self.chained:  # a chained job's driver thread may be reading: it closes the run itself
+        if self.chained:  # its driver thread may be reading: it closes the run itself
+            return
+        try:
             if state != "done":
                 self._merged_so_far()  # keep what was found before the raster closes
+        except Exception:  # what failed the job may fail the merge too: the raster still closes
+            log.exception("job %s: merging its answers so far failed", self.id)
+        finally:
             self.run.close()
 
     def _merged_so_far(self) -> list:
@@ -230,8 +235,8 @@ class QueuedEngine:
         self.batch_size = scheduler.engine.batch_size
         self.defaults = scheduler.engine.defaults
 
-    def generate(self, conversations: list[Conversation], max_new_tokens: int) -> list[Generation]:
-        turns = [self.scheduler.enqueue_turn(c, (self.job.task, max_new_tokens), self.job) for c in conversations]
+    def generate(self, conversations: list[Conversation], max_new_tokens: int, repetition_penalty: float | None = None) -> list[Generation]:
+        turns = [self.scheduler.enqueue_turn(c, (self.job.task, max_new_tokens, repetition_penalty), self.job) for c in conversations]
         return [turn.future.result() for turn in turns]
 
     def describe(self) -> dict:
@@ -289,7 +294,7 @@ class Scheduler(JobTable[TaskJob]):
     def submit(self, request: TaskRequest) -> TaskJob:
         """Plan the job now (bad input fails here, as a UserError) and queue it. Options the
         request leaves unset are the model's (its trained tile and view sizes)."""
-        run = TaskRun(with_model_defaults(request, self.engine.defaults), self.engine.model_id)
+        run = TaskRun(request, self.engine.model_id, self.engine.defaults)
         try:
             with self.cond:
                 self._admit()
@@ -309,7 +314,7 @@ class Scheduler(JobTable[TaskJob]):
     def chat(self, conversation: Conversation, max_new_tokens: int) -> Future[Generation]:
         with self.cond:
             self._admit()
-            return self._enqueue(Turn(conversation, ("chat", max_new_tokens), self.tick + 1)).future
+            return self._enqueue(Turn(conversation, ("chat", max_new_tokens, None), self.tick + 1)).future
 
     def enqueue_turn(self, conversation: Conversation, key: tuple, job: TaskJob) -> Turn:
         """A turn of an admitted chained job: never refused for a full queue."""
@@ -418,19 +423,19 @@ class Scheduler(JobTable[TaskJob]):
             if conversation is not None:
                 items.append((work, index, conversation))
         if items:
-            self._answer(items, picks[0][0].key[1])
+            self._answer(items, picks[0][0].key)
             self.batches += 1
         for work in {id(w): w for w, _ in picks}.values():
             work.finish_if_complete()
 
-    def _answer(self, items: list[tuple[Work, int, Conversation]], max_new_tokens: int) -> None:
+    def _answer(self, items: list[tuple[Work, int, Conversation]], key: tuple) -> None:
         try:
-            generations = self._generate([c for _, _, c in items], max_new_tokens)
+            generations = self._generate([c for _, _, c in items], key[1], key[2])
         except Exception as exc:
             groups = [list(g) for _, g in groupby(sorted(items, key=lambda i: id(i[0])), key=lambda i: id(i[0]))]
             if len(groups) > 1:  # find whose input it was
                 for group in groups:
-                    self._answer(group, max_new_tokens)
+                    self._answer(group, key)
                 return
             reason = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
             log.warning("the model failed on a job: %s", reason)
@@ -440,9 +445,9 @@ class Scheduler(JobTable[TaskJob]):
             work.accept(index, generation)
         self.views += len(items)
 
-    def _generate(self, conversations: list[Conversation], max_new_tokens: int) -> list[Generation]:
+    def _generate(self, conversations: list[Conversation], max_new_tokens: int, repetition_penalty: float | None) -> list[Generation]:
         try:
-            return self.engine.generate(conversations, max_new_tokens)
+            return self.engine.generate(conversations, max_new_tokens, repetition_penalty)
         except Exception:
             if self.reload is None or self._engine_answers():
                 raise
@@ -450,7 +455,7 @@ class Scheduler(JobTable[TaskJob]):
         self.engine.close()  # before loading: a GPU seldom holds two copies of the model
         self.engine = self.reload()
         self.engine_reloads += 1
-        return self.engine.generate(conversations, max_new_tokens)
+        return self.engine.generate(conversations, max_new_tokens, repetition_penalty)
 
     def _engine_answers(self) -> bool:
         try:

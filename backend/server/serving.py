@@ -54,6 +54,7 @@ class LocalServer:
         limits: Limits = Limits(),
         allow_hosts: tuple[str, ...] = (),
         log_level: str = "warning",
+        served_model_name: str | None = None,
     ):
         self.scheduler = scheduler
         self.token = token or new_token()
@@ -64,7 +65,7 @@ class LocalServer:
         self.uploads = Uploads()
         self.training = TrainingJobs(result_ttl_s=scheduler.result_ttl_s)
         guard = GuardSettings(self.token, allowed_host_names(host, allow_hosts), limits)
-        app = create_app(scheduler, self.uploads, guard, self.training)
+        app = create_app(scheduler, self.uploads, guard, self.training, served_model_name)
         config = uvicorn.Config(
             app, log_level=log_level, access_log=False, server_header=False, lifespan="on", timeout_graceful_shutdown=5
         )

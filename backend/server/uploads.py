@@ -1,7 +1,12 @@
 """Files sent to the server (a layer with no file behind it, or a client on another machine):
 rasters for tasks and training exports, and labelled vector layers for training exports.
 Streamed to a private folder, checked to be a raster (or vector file) GDAL reads, and named by
-the path a request then gives. The folder goes when the server stops."""
+the path a request then gives. The folder goes when the server stops.
+
+An upload must hold its own pixels or features: formats that make GDAL read other files or
+fetch URLs (VRT, whose sources may be /vsicurl/ addresses or any file the server can read) are
+refused before GDAL opens them, and rasters open only with drivers of self-contained formats.
+The checks run off the event loop, so a slow file does not stall the other requests."""
 
 from __future__ import annotations
 
@@ -9,17 +14,38 @@ import re
 import shutil
 import tempfile
 import uuid
+import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pyogrio
+import rasterio
 from pyogrio.errors import DataSourceError
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from starlette.concurrency import run_in_threadpool
 
 from backend.contract import RasterUpload, VectorUpload
 from backend.errors import UserError
-from backend.raster import RasterSource
 
 SAFE_SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,8}$")
+# Raster formats whose one file holds the pixels (checked after the sniff, once GDAL has opened it).
+RASTER_DRIVERS = ("GTiff", "COG", "PNG", "JPEG", "JP2OpenJPEG", "WEBP", "GIF", "BMP", "HFA", "NITF", "GPKG")
+VECTOR_DRIVERS = ("GPKG", "GeoJSON", "GeoJSONSeq", "FlatGeobuf", "KML", "GML")
+SNIFF_BYTES = 4096
+# XML roots of GDAL/OGR formats that point at other data instead of holding it.
+REFERENCING_ROOTS = (b"<VRTDataset", b"<OGRVRTDataSource", b"<GDAL_WMS", b"<WFS_GetCapabilities", b"<WMS_Tile_Service")
+
+
+def refuse_referencing(path: Path, what: str) -> None:
+    """A file that makes GDAL read other files or URLs (a VRT, a WMS description) is refused
+    before GDAL opens it."""
+    with path.open("rb") as handle:
+        head = handle.read(SNIFF_BYTES).lstrip().lower()
+    if any(root.lower() in head for root in REFERENCING_ROOTS) or head.startswith(b"/vsi"):
+        raise UserError(
+            f"the uploaded {what} is a VRT or another description of data elsewhere, which the server does not open.",
+            f"Upload a {what} that holds its own data (a GeoTIFF, a GeoPackage).",
+        )
 
 
 class Uploads:
@@ -35,25 +61,21 @@ class Uploads:
 
     async def save(self, chunks: AsyncIterator[bytes], name: str | None) -> RasterUpload:
         upload_id, target, size = await self._receive(chunks, name, ".tif", "raster")
-        try:
-            RasterSource.open(target).close()
-        except UserError as exc:
-            target.unlink(missing_ok=True)
-            raise UserError(f"the uploaded file is not a raster GDAL reads ({exc.problem}).", "Upload a GeoTIFF.") from None
+        await run_in_threadpool(self._check, target, check_raster)
         return RasterUpload(id=upload_id, raster=str(target), bytes=size)
 
     async def save_vector(self, chunks: AsyncIterator[bytes], name: str | None) -> VectorUpload:
         upload_id, target, size = await self._receive(chunks, name, ".gpkg", "vector file")
-        try:
-            layers = [str(layer) for layer, _ in pyogrio.list_layers(target)]
-        except (DataSourceError, OSError) as exc:
-            layers, reason = [], str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        else:
-            reason = "it holds no layer"
-        if not layers:
-            target.unlink(missing_ok=True)
-            raise UserError(f"the uploaded file is not a vector file GDAL reads ({reason}).", "Upload a GeoPackage or GeoJSON file.")
+        layers = await run_in_threadpool(self._check, target, check_vector)
         return VectorUpload(id=upload_id, labels=str(target), bytes=size, layers=layers)
+
+    @staticmethod
+    def _check(target: Path, check):
+        try:
+            return check(target)
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise
 
     async def _receive(self, chunks: AsyncIterator[bytes], name: str | None, default_suffix: str, what: str) -> tuple[str, Path, int]:
         suffix = Path(name).suffix if name else default_suffix
@@ -83,3 +105,32 @@ class Uploads:
 
     def remove_all(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def check_raster(path: Path) -> None:
+    refuse_referencing(path, "raster")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as dataset:
+                driver = dataset.driver
+    except RasterioIOError as exc:
+        raise UserError(f"the uploaded file is not a raster GDAL reads ({str(exc).splitlines()[0][:160]}).", "Upload a GeoTIFF.") from None
+    if driver not in RASTER_DRIVERS:
+        raise UserError(f"the uploaded raster is {driver}, which the server does not take.", f"Upload a GeoTIFF (or {', '.join(RASTER_DRIVERS[1:])}).")
+
+
+def check_vector(path: Path) -> list[str]:
+    """The layers of an uploaded vector file."""
+    refuse_referencing(path, "vector file")
+    try:
+        driver = pyogrio.read_info(path)["driver"]
+        layers = [str(layer) for layer, _ in pyogrio.list_layers(path)]
+    except (DataSourceError, OSError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"the uploaded file is not a vector file GDAL reads ({reason}).", "Upload a GeoPackage or GeoJSON file.") from None
+    if driver not in VECTOR_DRIVERS:
+        raise UserError(f"the uploaded vector file is {driver}, which the server does not take.", f"Upload {', '.join(VECTOR_DRIVERS)}.")
+    if not layers:
+        raise UserError("the uploaded file is not a vector file GDAL reads (it holds no layer).", "Upload a GeoPackage or GeoJSON file.")
+    return layers

@@ -35,12 +35,14 @@ def test_tokenizer_splits_digits_like_qwen(tiny_engine):
     assert tokens[:6] == ["1", "2", "3", ",", "4", "5"]
 
 
-def test_pixel_limits_are_in_effect_by_token_count(tiny_engine):
+def test_the_processor_never_resizes_a_view_by_token_count(tiny_engine):
+    """Views are read at their final size, whatever pixel budget a request chose (a user's
+    --max-pixels above MODEL_IO's 1008^2 included): the processor passes them as they are."""
     ip = tiny_engine.processor.image_processor
-    big = ip(images=[np.zeros((2000, 2000, 3), np.uint8)], return_tensors="pt")["image_grid_thw"][0].tolist()
-    small = ip(images=[np.zeros((50, 50, 3), np.uint8)], return_tensors="pt")["image_grid_thw"][0].tolist()
-    assert big[1] * big[2] // 4 == MAX_PIXELS // (28 * 28) == 1296
-    assert small[1] * small[2] // 4 == MIN_PIXELS // (28 * 28) == 64
+    for side in (56, 504, 1120, 2016):
+        grid = ip(images=[np.zeros((side, side, 3), np.uint8)], return_tensors="pt")["image_grid_thw"][0].tolist()
+        assert grid[1] * grid[2] // 4 == (side // 28) ** 2
+    assert (1120 // 28) ** 2 > MAX_PIXELS // (28 * 28) > MIN_PIXELS // (28 * 28) > (56 // 28) ** 2
 
 
 def test_pixel_limit_check_catches_a_processor_ignoring_them(tiny_engine):

@@ -9,18 +9,16 @@ from backend.geometry import (
     order_vertices,
     points_to_rbox,
     rbox_to_points,
-    rectify,
+    rectify_many,
     rotated_iou,
     rotated_nms,
-    signed_area,
 )
 
 
 def test_vertex_order_is_clockwise_from_the_top():
     square = np.array([[0, 10], [10, 10], [10, 0], [0, 0]], float)  # counter-clockwise on screen
     ordered = order_vertices(square)
-    assert ordered.tolist() == [[0, 0], [10, 0], [10, 10], [0, 10]]
-    assert signed_area(ordered) > 0
+    assert ordered.tolist() == [[0, 0], [10, 0], [10, 10], [0, 10]]  # right, then down: clockwise on screen
     diamond = np.array([[5, 10], [10, 5], [5, 0], [0, 5]], float)
     assert order_vertices(diamond).tolist() == [[5, 0], [10, 5], [5, 10], [0, 5]]
 
@@ -34,8 +32,11 @@ def test_rotated_box_round_trip(angle):
     assert -90.0 <= a < 90.0
 
 
-def test_degenerate_quadrilateral_has_no_box():
-    assert rectify(np.array([[0, 0], [10, 10], [20, 20], [30, 30]], float)) is None
+def test_degenerate_quadrilateral_has_no_box_and_a_crossing_one_its_rectangle():
+    quads = np.array([[[0, 0], [10, 10], [20, 20], [30, 30]], [[0, 0], [10, 10], [10, 0], [0, 10]]], float)
+    corners, has_area = rectify_many(quads)
+    assert has_area.tolist() == [False, True]
+    assert sorted(map(tuple, corners[1].tolist())) == [(0, 0), (0, 10), (10, 0), (10, 10)]
 
 
 def test_iou_known_values():

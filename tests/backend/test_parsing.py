@@ -6,7 +6,7 @@ import string
 import numpy as np
 import pytest
 
-from backend.parsing import match_class_in_text, match_label, parse_boxes
+from backend.parsing import match_choice, match_class_in_text, match_label, parse_boxes
 
 SIZE = (504, 504)
 CLASSES = ["plane", "ship", "small vehicle", "large vehicle"]
@@ -130,8 +130,20 @@ def test_never_raises_on_arbitrary_text():
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 200)))
         answer = parse_boxes(text, SIZE, CLASSES if rng.random() < 0.5 else None)
         assert len(answer.boxes) + len(answer.skipped) <= max(1, len(text.splitlines()))
-    for weird in (None, 5, b"bytes", "[" * 10000, "{" * 5000 + "}" * 5000, '{"bbox_2d": [NaN, 1, 2, 3]}', "```json\n[1,2\n```"):
+    for weird in (None, 5, b"bytes", "[" * 10000, "{" * 5000 + "}" * 5000, "```json\n[1,2\n```"):
         parse_boxes(weird, SIZE, CLASSES)
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+def test_numbers_that_are_not_finite_are_skipped_and_counted(value):
+    """JSON answers may hold NaN or Infinity (Python's json reads them): the box is skipped with
+    the reason, the others kept, so no NaN reaches the geometry."""
+    text = f'[{{"bbox_2d": [{value}, 1, 20, 30], "label": "plane"}}, {{"bbox_2d": [10, 20, 60, 40], "label": "ship"}}]'
+    answer = parse_boxes(text, SIZE, CLASSES)
+    assert [b.label for b in answer.boxes] == ["ship"]
+    assert len(answer.skipped) == 1 and "not finite" in answer.skipped[0][1] and value in answer.skipped[0][0]
+    polygon = f'{{"quadrant bbox": [10, 20, 60, 20, 60, {value}, 10, 40], "label": "plane"}}'
+    assert parse_boxes(polygon, SIZE, CLASSES).boxes == [] and np.isfinite(np.stack([b.points for b in answer.boxes])).all()
 
 
 def test_class_in_open_answer():
@@ -140,3 +152,13 @@ def test_class_in_open_answer():
     assert match_class_in_text("This is an airport", classes) == "airport"
     assert match_class_in_text("airprt", classes) == "airport"
     assert match_class_in_text("a forest", classes) is None
+    assert match_class_in_text("Airport, with a runway.", classes) == "airport"  # punctuation after the class
+    assert match_class_in_text("dense residential; houses", classes) == "dense residential"
+
+
+def test_a_multiple_choice_answer_picks_an_option():
+    choices = ["(A) Yellow", "(B) Red", "(C) Blue"]
+    for answer in ("B", "(B)", "B. Red", " (B) Red", "red", "Red."):
+        assert match_choice(answer, choices) == "Red", answer
+    assert match_choice("b", choices) is None  # a lower-case letter is a word, not the option's letter
+    assert match_choice("E", choices) is None and match_choice("purple", choices) is None and match_choice(None, choices) is None

@@ -8,8 +8,9 @@ from affine import Affine
 from shapely.geometry import Polygon, box, shape
 
 from backend.contract import TaskOptions, TaskRequest
+from backend.drive import run_task
 from backend.errors import Cancelled, UserError
-from backend.pipeline import run_task
+from backend.prompts import DOTA_CLASSES
 from tests.rasters import marker_scene, write_tif
 from tests.scripted import ScriptedEngine
 
@@ -56,7 +57,8 @@ def test_detection_lands_on_the_marker_in_map_coordinates(marker_tif):
     feature = result.features[0]
     assert feature.properties["label"] == "plane"
     assert feature.properties["task"] == "detect" and feature.properties["model"] == "scripted"
-    assert feature.properties["prompt"] == "find the plane, ship."
+    # every class the model was trained on (DOTA-v1.0's fifteen, RSCoVLM's list), as it was trained and evaluated
+    assert feature.properties["prompt"] == "find the " + ", ".join(sorted(DOTA_CLASSES)) + "."
     found = shape(feature.geometry)
     truth = marker_map_box(700, 300, 40, 20)
     assert found.symmetric_difference(truth).area / truth.area < 0.1

@@ -1,7 +1,9 @@
 import warnings
 
 import numpy as np
+import pyproj
 import pytest
+import rasterio
 from affine import Affine
 
 from backend.errors import UserError
@@ -144,4 +146,31 @@ def test_non_epsg_crs_is_kept_as_wkt(tmp_path):
     path = write_tif(tmp_path / "geos.tif", marker_scene(100, 100), crs=crs, transform=Affine(20000, 0, -1e6, 0, -20000, 1e6))
     with RasterSource.open(path) as src:
         name = crs_name(src.crs)
-    assert not name.startswith("EPSG:") and "Geostationary" in name or "geos" in name.lower()
+    assert not name.startswith("EPSG:") and ("Geostationary" in name or "geos" in name.lower())
+    assert pyproj.CRS(name).to_dict() == pyproj.CRS(crs).to_dict()  # the WKT stands for the same projection
+
+
+def test_a_paletted_band_is_shown_in_its_colours(tmp_path):
+    """A classified raster (one band of indices and a colour table) is shown as the colours its
+    palette gives, not its indices as grey, and indices are never interpolated."""
+    data = np.zeros((1, 112, 112), np.uint8)
+    data[0, :, 56:] = 2
+    path = write_tif(tmp_path / "classes.tif", data, photometric="palette")
+    with rasterio.open(path, "r+") as dataset:
+        dataset.write_colormap(1, {0: (0, 128, 0, 255), 1: (0, 0, 0, 255), 2: (200, 30, 30, 255)})
+    with RasterSource.open(path) as src:
+        assert src.palette is not None
+        image = src.read_view(View(0, 0, 112, 112, 112, 112), src.stretch_for(src.window_for_extent(None))).image
+        assert image[0, 0].tolist() == [0, 128, 0] and image[0, 111].tolist() == [200, 30, 30]
+        halved = src.read_view(View(0, 0, 112, 112, 56, 56), src.stretch_for(src.window_for_extent(None))).image
+        assert {tuple(c) for c in halved.reshape(-1, 3).tolist()} == {(0, 128, 0), (200, 30, 30)}  # no blend of indices
+
+
+def test_an_extent_partly_off_the_raster_is_clipped_with_a_warning(tmp_path):
+    path = write_tif(tmp_path / "scene.tif", marker_scene(200, 100))  # 100 x 50 m from (500000, 4400000)
+    with RasterSource.open(path) as src:
+        inside = src.window_for_extent((500010.0, 4400010.0, 500050.0, 4400040.0))
+        assert inside == PixelWindow(20, 20, 80, 60) and not src.warnings
+        clipped = src.window_for_extent((500050.0, 4400010.0, 500150.0, 4400040.0))
+        assert clipped == PixelWindow(100, 20, 100, 60)
+        assert len(src.warnings) == 1 and "only the 50% of it inside the raster" in src.warnings[0]

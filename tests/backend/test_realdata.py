@@ -11,9 +11,10 @@ import pytest
 from shapely.geometry import Polygon, shape
 
 from backend.contract import TaskOptions, TaskRequest
+from backend.drive import run_task
 from backend.engine import Generation
 from backend.geometry import order_vertices
-from backend.pipeline import TaskRun, run_task
+from backend.pipeline import TaskRun
 from backend.raster import RasterSource
 from tests.scripted import ScriptedEngine
 

@@ -3,7 +3,7 @@ import random
 import pytest
 from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize as transformers_smart_resize
 
-from backend.resolution import MAX_PIXELS, MIN_PIXELS, plan_tiles, smart_resize, tile_starts, view_size, visual_tokens
+from backend.resolution import MAX_PIXELS, MIN_PIXELS, TILE_SLACK, plan_tiles, smart_resize, tile_spans, view_size, visual_tokens
 
 
 @pytest.mark.parametrize(
@@ -44,22 +44,34 @@ def test_extreme_aspect_ratio_is_refused():
         view_size(30, 5900)
 
 
-@pytest.mark.parametrize("length,tile,overlap", [(512, 512, 128), (513, 512, 128), (2048, 512, 128), (1000, 300, 0), (100, 512, 128)])
+@pytest.mark.parametrize("length,tile,overlap", [(512, 512, 128), (513, 512, 128), (530, 512, 128), (2048, 512, 128), (1000, 300, 0), (100, 512, 128)])
 def test_tiles_cover_the_extent_with_the_overlap(length, tile, overlap):
-    starts = tile_starts(length, tile, overlap)
+    spans = tile_spans(length, tile, overlap)
     covered = [False] * length
-    for s in starts:
-        assert s >= 0 and min(s + tile, length) <= length
-        for i in range(s, min(s + tile, length)):
+    for s, size in spans:
+        assert s >= 0 and s + size <= length
+        for i in range(s, s + size):
             covered[i] = True
     assert all(covered)
+    starts = [s for s, _ in spans]
     for a, b in zip(starts, starts[1:]):
         assert b - a <= tile - overlap  # neighbours overlap by at least the overlap
-    if length > tile:
+    if length > tile + TILE_SLACK:
+        assert all(size == tile for _, size in spans)
         assert starts[-1] + tile == length  # last tile ends at the edge, full size
         spacing = [b - a for a, b in zip(starts, starts[1:])]
         assert max(spacing) - min(spacing) <= 1  # evenly spread
         assert len(starts) == -(-(length - overlap) // (tile - overlap))  # no more tiles than the overlap needs
+    else:
+        assert spans == [(0, length)]  # one tile: a second would only add a sliver
+
+
+def test_an_extent_a_few_pixels_over_the_tile_is_one_view():
+    """505 px at 504 px tiles: one view of the whole extent (read into 504 px), not four."""
+    tiles = plan_tiles(505, 505, 504, 128)
+    assert [(t.x, t.y, t.width, t.height) for t in tiles] == [(0, 0, 505, 505)]
+    assert view_size(505, 505) == (504, 504)
+    assert len(plan_tiles(504 + TILE_SLACK + 1, 504, 504, 128)) == 2
 
 
 def test_plan_tiles_row_major_and_clipped():

@@ -4,6 +4,7 @@ with one line."""
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,7 @@ from backend.contract import TaskOptions, TaskRequest
 from backend.errors import UserError
 from backend.model_defaults import TASK_DEFAULTS_FILE, ModelDefaults, model_defaults, with_model_defaults
 from backend.prompts import DOTA_CLASSES
+from backend.resolution import MAX_PIXELS, MIN_PIXELS
 
 
 @pytest.fixture
@@ -43,8 +45,11 @@ def test_whole_extent_views_stay_inside_the_declared_budget(declaring_checkpoint
 
 
 def test_no_file_no_defaults_and_a_bad_file_is_refused(tiny_checkpoint, declaring_checkpoint, scene, capsys):
-    for model in (str(tiny_checkpoint), "Qingyun/RSCoVLM-7B-2512", None):
+    for model in ("Qingyun/RSCoVLM-7B-2512", None):  # a hub id not downloaded here: nothing to read
         assert model_defaults(model) == ModelDefaults() and ModelDefaults().classes == DOTA_CLASSES
+    # a checkpoint without a declaration: its processor's pixel range (MODEL_IO's for the tiny test model), DOTA-v1.0's classes
+    tiny = model_defaults(str(tiny_checkpoint))
+    assert tiny.options == {"min_pixels": MIN_PIXELS, "max_pixels": MAX_PIXELS} and tiny.classes == DOTA_CLASSES
     for bad, problem in (({"max_pixel": 1}, "unknown task options: max_pixel"), ({"classes": []}, "non-empty list"), ({"tile_size": 3}, "tile_size")):
         (declaring_checkpoint / TASK_DEFAULTS_FILE).write_text(json.dumps(bad))
         with pytest.raises(UserError, match=problem):
@@ -60,8 +65,9 @@ def test_an_adapter_declares_over_its_base_and_the_user_over_both(declaring_chec
     adapter.mkdir()
     (adapter / TASK_DEFAULTS_FILE).write_text(json.dumps({"tile_size": 336, "classes": ["fishing boat", "yacht"]}))
     defaults = model_defaults(str(declaring_checkpoint), str(adapter))
-    assert defaults.options == {"max_pixels": 200704, "tile_size": 336, "tile_overlap": 64}
-    assert defaults.classes == ("fishing boat", "yacht") and len(defaults.sources) == 2
+    assert defaults.options == {"min_pixels": MIN_PIXELS, "max_pixels": 200704, "tile_size": 336, "tile_overlap": 64}
+    assert defaults.classes == ("fishing boat", "yacht") and [Path(s).name for s in defaults.sources] == [
+        "processor_config.json", TASK_DEFAULTS_FILE, TASK_DEFAULTS_FILE]
     request = TaskRequest(task="detect", raster="x.tif", classes=["yacht"])
     options = with_model_defaults(request, defaults).options
     assert (options.tile_size, options.tile_overlap, options.max_pixels, options.min_pixels) == (336, 64, 200704, TaskOptions().min_pixels)
@@ -96,7 +102,7 @@ def test_the_service_fills_unset_options_from_the_model_it_serves(declaring_chec
         with client_for(server) as client:
             model = client.get("/model").json()
             assert model["defaults"]["options"]["tile_size"] == 224 and model["defaults"]["classes"] == ["building", "ship"]
-            assert model["defaults"]["declared"] == ["max_pixels", "tile_overlap", "tile_size"]
+            assert model["defaults"]["declared"] == ["max_pixels", "min_pixels", "tile_overlap", "tile_size"]
 
             def views(task: str, options: dict) -> dict:
                 body = {"task": task, "raster": str(path), "options": {"max_new_tokens": 2, **options}}

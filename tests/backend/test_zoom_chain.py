@@ -6,10 +6,11 @@ import rasterio
 from rasterio.windows import Window
 
 from backend.contract import TaskOptions, TaskRequest
+from backend.drive import run_task
 from backend.errors import Cancelled
 from backend.georef import raster_to_map
-from backend.pipeline import TaskRun, run_task
-from backend.prompts import VQA_SUFFIX, ZOOM_FOLLOW_UP, ZOOM_SYSTEM, zoom_tool_call
+from backend.pipeline import TaskRun
+from backend.prompts import DETECTION_SYSTEM, VQA_SUFFIX, ZOOM_ANSWER_INSTRUCTION, ZOOM_FOLLOW_UP, ZOOM_SYSTEM, zoom_tool_call
 from tests.backend.markers import TRANSFORM, write_marker_raster
 from tests.scripted import ScriptedEngine
 
@@ -51,7 +52,8 @@ def test_a_good_chain_shows_the_native_crop_and_keeps_the_conversation(marker_ra
     first, second = engine.seen
     assert [m.role for m in first] == ["system", "user"]
     assert first[0].text == ZOOM_SYSTEM
-    assert first[1].text == QUESTION + "\nZoom in to the region of interest and answer the question."  # no VQA suffix
+    # the LRS-VQA instruction ("phrase", not VQA's "a short phrase"), then the zoom request
+    assert first[1].text == QUESTION + ZOOM_ANSWER_INSTRUCTION + "\nZoom in to the region of interest and answer the question."
     assert first[1].images[0].shape == (1008, 1008, 3)
     assert [m.role for m in second] == ["system", "user", "assistant", "user"]
     assert second[2].text == zoom_tool_call(ZOOM_BOX)
@@ -81,37 +83,38 @@ def test_a_good_chain_shows_the_native_crop_and_keeps_the_conversation(marker_ra
     assert np.allclose(ring(zoom), map_box(200, 300, 480, 580))
 
 
-def test_grounding_maps_the_answer_back_through_the_crop(marker_raster):
-    engine = ScriptedEngine([zoom_tool_call(ZOOM_BOX), "40,40,60,60 white square"])
-    result = ground(marker_raster, engine, zoom="on")
-    assert engine.seen[0][1].text == "find the white square\nZoom in to the region of interest and answer the question."
-    answer, zoom = result.features
-    assert answer.properties["role"] == "answer" and answer.properties["tile"] == 1
-    assert np.allclose(ring(answer), map_box(*MARKER))  # exactly the marker, in map coordinates
-    assert np.allclose(ring(zoom), map_box(200, 300, 480, 580))
+def test_grounding_never_zooms_and_maps_through_the_whole_view(marker_raster):
+    """The chain was trained on questions only: grounding on a raster over the budget is asked on
+    the whole view, with the box prompt, and said to be coarse."""
+    engine = ScriptedEngine(["120,170,130,180 white square"])
+    result = ground(marker_raster, engine, zoom="on", zoom_factor=1.5)
+    [conversation] = engine.seen
+    assert [(m.role, m.text) for m in conversation] == [("system", DETECTION_SYSTEM["hbox"]), ("user", "find the white square")]
+    assert conversation[1].images[0].shape == (1008, 1008, 3) and result.zoom is None
+    assert np.allclose(ring(result.features[0]), map_box(*MARKER))  # 2 raster pixels per view pixel
+    assert any("trained on questions only" in w for w in result.warnings)
+    assert any("narrow --extent" in w for w in result.warnings)
 
 
-def test_grounding_through_an_enlarged_crop(marker_raster):
+def test_a_small_window_is_enlarged_to_the_least_pixels(marker_raster):
     # 112 x 112 raster pixels are shown at 224 x 224 (min_pixels): two crop pixels per raster pixel
-    engine = ScriptedEngine([zoom_tool_call([110, 160, 166, 216]), "40,40,80,80 white square"])
-    result = ground(marker_raster, engine, zoom="on")
-    assert result.zoom.turns[1].image_size == (224, 224)
-    assert np.allclose(ring(result.features[0]), map_box(*MARKER))
+    engine = ScriptedEngine([zoom_tool_call([110, 160, 166, 216]), "white"])
+    result = ask(marker_raster, engine, zoom="on")
+    assert result.zoom.turns[1].window == (220, 320, 112, 112) and result.zoom.turns[1].image_size == (224, 224)
+    assert engine.seen[1][3].images[0].shape == (224, 224, 3)
 
 
 def test_two_steps_nest_inside_each_other(marker_raster):
     second_box = [20, 20, 120, 120]  # in the 280 x 280 crop -> raster 220:320 x 320:420
-    engine = ScriptedEngine([zoom_tool_call(ZOOM_BOX), zoom_tool_call(second_box), "20,20,40,40 white square"])
-    result = ground(marker_raster, engine, zoom="on", zoom_steps=1)
+    engine = ScriptedEngine([zoom_tool_call(ZOOM_BOX), zoom_tool_call(second_box), "white"])
+    result = ask(marker_raster, engine, zoom="on", zoom_steps=1)
     trace = result.zoom
     assert (trace.steps, trace.outcome) == (2, "answered after zooming")
     assert trace.turns[2].window == (220, 320, 100, 100)
     assert trace.turns[2].image_size == (224, 224)
-    answer = result.features[0]
-    c0, r0 = 220 + 20 * 100 / 224, 320 + 20 * 100 / 224
-    c1, r1 = 220 + 40 * 100 / 224, 320 + 40 * 100 / 224
-    assert np.allclose(ring(answer), map_box(c0, r0, c1, r1))
+    assert result.text == "white"
     assert [f.properties["step"] for f in result.features[1:]] == [1, 2]
+    assert np.allclose(ring(result.features[2]), map_box(220, 320, 320, 420))
     assert engine.seen[2][4].text == zoom_tool_call(second_box)
 
 
@@ -154,12 +157,12 @@ def test_reversed_and_negative_corners_are_ordered_and_clipped(marker_raster):
 @pytest.mark.parametrize("zoom_steps", [0, 1, 3])
 def test_endless_zoom_requests_stop_at_the_step_bound(marker_raster, zoom_steps):
     engine = ScriptedEngine([zoom_tool_call([10, 10, 200, 200])])
-    result = ground(marker_raster, engine, zoom="on", zoom_steps=zoom_steps)
+    result = ask(marker_raster, engine, zoom="on", zoom_steps=zoom_steps)
     trace = result.zoom
     assert trace.max_steps == 1 + zoom_steps
     assert (trace.outcome, trace.steps, len(trace.turns)) == ("step bound", 1 + zoom_steps, 2 + zoom_steps)
     assert len(engine.seen) == 2 + zoom_steps
-    assert [f.properties["role"] for f in result.features] == ["zoom"] * (1 + zoom_steps)  # no answer box
+    assert [f.properties["role"] for f in result.features] == ["zoom"] * (1 + zoom_steps) and result.text is None  # no answer
     assert any("still asked to zoom" in w for w in result.warnings)
     windows = [t.window for t in trace.turns]
     for outer, inner in zip(windows, windows[1:]):  # each step looks inside the previous one
@@ -172,11 +175,6 @@ def test_an_answer_without_a_call_is_taken_as_it_is(marker_raster):
     result = ask(marker_raster, engine, zoom="on")
     assert result.text == "white"
     assert (result.zoom.outcome, len(result.zoom.turns), len(engine.seen)) == ("answered without zooming", 1, 1)
-
-
-def test_a_grounding_answered_on_the_overview_maps_through_the_overview(marker_raster):
-    result = ground(marker_raster, ScriptedEngine(["120,170,130,180 white square"]), zoom="on")
-    assert np.allclose(ring(result.features[0]), map_box(*MARKER))
 
 
 @pytest.mark.parametrize("question", ["How many white squares are there?", "Count the planes.", "What is the number of ships?"])
@@ -238,11 +236,9 @@ def test_an_extent_of_nodata_is_not_shown(tmp_path):
     assert result.zoom.outcome == "no data" and result.text is None and engine.seen == []
 
 
-def test_the_cli_summary_does_not_take_a_zoom_window_for_the_answer(marker_raster):
+def test_the_cli_summary_of_a_grounding(marker_raster):
     from backend.cli.tasks import summary
 
-    looked_only = ground(marker_raster, ScriptedEngine([zoom_tool_call([10, 10, 200, 200])]), zoom="on", zoom_steps=0)
-    assert [f.properties["role"] for f in looked_only.features] == ["zoom"]
-    assert summary(looked_only) == "not found"
-    found = ground(marker_raster, ScriptedEngine([zoom_tool_call(ZOOM_BOX), "40,40,60,60 white square"]), zoom="on")
+    assert summary(ground(marker_raster, ScriptedEngine(["no box here"]))) == "not found"
+    found = ground(marker_raster, ScriptedEngine(["120,170,130,180 white square"]))
     assert summary(found) == "found at 500120,4.39982e+06,500130,4.39983e+06 (EPSG:32633)"

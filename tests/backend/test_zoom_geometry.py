@@ -8,7 +8,7 @@ from rasterio.windows import Window
 
 from backend.georef import View
 from backend.raster import PixelWindow, RasterSource
-from backend.zoom import brute_force_cost, zoom_view
+from backend.zoom_plan import brute_force_cost, zoom_view
 from tests.backend.markers import TRANSFORM, write_marker_raster
 
 SIZE = 2016  # its overview view is exactly 1008 x 1008: two raster pixels per view pixel

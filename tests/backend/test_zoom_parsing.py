@@ -34,9 +34,10 @@ def test_system_prompt_is_the_trained_tool_description():
 
 
 def test_turn_texts():
-    assert prompts.zoom_request(" What color is the roof? ") == (
-        "What color is the roof?\nZoom in to the region of interest and answer the question."
-    )
+    # the LRS-VQA training questions end with the single-word instruction ('phrase', not VQA's 'a short phrase')
+    turn_one = "What color is the roof?\n Answer the question using a single word or phrase.\nZoom in to the region of interest and answer the question."
+    assert prompts.zoom_request(" What color is the roof? ") == turn_one
+    assert prompts.zoom_request("What color is the roof?\n Answer the question using a single word or phrase.") == turn_one  # not twice
     assert prompts.ZOOM_FOLLOW_UP == "Here's the zoomed-in image. You can complete your task now."
     assert prompts.zoom_tool_call([12, 34, 560.7, 78]) == (
         '<tool_call>\n{"name": "image_zoom_in", "arguments": {"bbox": [12, 34, 560, 78]}}\n</tool_call>'

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from backend.contract import TaskOptions, TaskRequest
+from backend.drive import run_task
 from backend.engine.local import load_local_engine
 from backend.engine.remote import RemoteEngine
-from backend.pipeline import run_task
 from backend.prompts import zoom_tool_call
 from tests.backend.markers import write_marker_raster
 from tests.backend.server.conftest import start_server
@@ -27,7 +27,7 @@ def served(tiny_checkpoint):
 
 def test_the_chain_through_a_remote_engine_matches_the_local_one(served, tiny_engine, tmp_path):
     raster = write_marker_raster(tmp_path / "marker.tif", 2016, (240, 340, 260, 360))
-    request = TaskRequest(task="ground", raster=str(raster), expression="white square", options=TaskOptions(zoom="on", max_new_tokens=12))
+    request = TaskRequest(task="ask", raster=str(raster), question="What color is the square?", options=TaskOptions(zoom="on", max_new_tokens=12))
     remote = RemoteEngine(served.url, served.token, concurrency=2)
     try:
         over_http = run_task(request, ScriptedFirstTurn(remote, CALL))

@@ -68,6 +68,9 @@ def run_backend_module(*args: str) -> None:
 def tiny_checkpoint(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("models") / "tiny-random"
     run_backend_module("-m", "training.scratch", "--out", str(path))
+    # random weights never end an answer: the test model declares a short answer limit, or every
+    # detection tile would run to the 4096-token default
+    (path / "rscovlm_task_defaults.json").write_text(json.dumps({"max_new_tokens": 24}))
     return path
 
 
@@ -128,7 +131,7 @@ def demo_like_backend(tiny_checkpoint, tmp_path_factory) -> Connection:
 
     folder = tmp_path_factory.mktemp("models") / "declaring"
     shutil.copytree(tiny_checkpoint, folder)
-    declared = {"max_pixels": 200704, "tile_size": 224, "tile_overlap": 64, "classes": ["building", "plane", "ship"]}
+    declared = {"max_pixels": 200704, "tile_size": 224, "tile_overlap": 64, "max_new_tokens": 24, "classes": ["building", "plane", "ship"]}
     (folder / "rscovlm_task_defaults.json").write_text(json.dumps(declared))
     server_file = tmp_path_factory.mktemp("serve-declaring") / "server.json"
     command = [str(backend_tool("rscovlm")), "serve", "--model", str(folder), "--port", "0", "--device", "cpu", "--batch-size", "8"]

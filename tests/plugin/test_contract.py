@@ -26,9 +26,12 @@ def validate(body: dict, schema_name: str) -> None:
 def test_request_bodies_fit_the_schema(task):
     body = build_request(
         task, "/data/scene.tif", (500000.0, 4400000.0, 500512.0, 4400512.0), "EPSG:32633",
-        ["plane", "small vehicle"], "the white ship", tile_size=504, gsd=0.3, zoom="on",
+        ["plane", "small vehicle"], "the white ship", tile_size=504, gsd=0.3, zoom="on", box_form="polygon",
+        choices=["Yellow", "Red"], regions=[(12.4, 41.8, 12.41, 41.81)], regions_crs="EPSG:4326",
     )  # fmt: skip
     validate(body, "TaskRequest")
+    assert ("zoom" in body.get("options", {})) == (task == "ask")  # the chain was trained on questions only
+    assert ("box_form" in body.get("options", {})) == (task == "ground")
 
 
 def test_the_schema_refuses_what_the_plugin_never_sends():
@@ -42,7 +45,8 @@ def test_the_answer_fields_the_plugin_reads_exist():
     assert {"state", "progress", "features", "result", "crs", "error", "submitted"} <= properties["JobStatus"]
     assert {"task", "crs", "features", "text", "warnings", "raster"} <= properties["TaskResult"]
     assert {"done", "total"} <= properties["JobProgress"]
-    assert {"model", "device", "dtype", "quantize", "memory"} <= properties["ModelInfo"]
+    assert {"model", "device", "dtype", "quantize", "memory", "defaults"} <= properties["ModelInfo"]
+    assert {"options", "classes"} <= set(SCHEMAS["ModelDefaultsInfo"]["properties"])
     assert {"status"} <= properties["Health"] and {"id", "raster"} <= properties["RasterUpload"]
     routes = {(path, method) for path, item in OPENAPI["paths"].items() for method in item}
     assert {("/health", "get"), ("/model", "get"), ("/jobs", "post"), ("/jobs", "get"), ("/jobs/{job_id}", "get"),

@@ -184,3 +184,49 @@ def test_the_dock_asks_as_the_model_was_trained_and_says_how_each_job_ended(cont
     finally:
         dock.cleanup()
         dock.deleteLater()
+
+
+def test_describing_the_selected_features_of_a_layer(controller, use_backend, scene_layer, qgis_iface):
+    """Describe features: the selected features (here two of three) are asked about, and come
+    back as a layer of those features, attributes kept, with the answer in `description`."""
+    from qgis.core import QgsFeature, QgsField, QgsGeometry, QgsVectorLayer
+    from qgis.PyQt.QtCore import QMetaType
+
+    sites = QgsVectorLayer("Polygon?crs=EPSG:32633", "sites", "memory")
+    sites.dataProvider().addAttributes([QgsField("name", QMetaType.Type.QString)])
+    sites.updateFields()
+    for name, x in (("a", 500100.0), ("b", 500200.0), ("c", 500300.0)):
+        feature = QgsFeature(sites.fields())
+        feature.setGeometry(QgsGeometry.fromRect(QgsRectangle(x, 4400100.0, x + 20.0, 4400120.0)))
+        feature.setAttributes([name])
+        sites.dataProvider().addFeature(feature)
+    QgsProject.instance().addMapLayer(sites)
+    sites.selectByIds([f.id() for f in sites.getFeatures() if f["name"] in ("a", "c")])
+    dock = RSCoVLMDock(qgis_iface, controller, lambda: None)
+    try:
+        dock.layer_combo.setLayer(scene_layer)
+        dock.task_combo.setCurrentIndex(dock.task_combo.findData("describe"))
+        assert dock.features_combo.isVisibleTo(dock) and not dock.zoom.isVisibleTo(dock)
+        dock.features_combo.setLayer(sites)
+        assert dock.run()
+        body = controller.task.body
+        assert len(body["regions"]) == 2 and body["extent_crs"] == "EPSG:32633" and "extent" not in body
+        finish(controller)
+        [layer] = result_layers(QgsProject.instance())
+        assert layer.crs() == sites.crs() and layer.fields().names() == ["name", "description"]
+        rows = {f["name"]: f for f in layer.getFeatures()}
+        assert sorted(rows) == ["a", "c"] and all(isinstance(f["description"], str) for f in rows.values())
+        assert rows["c"].geometry().boundingBox() == QgsRectangle(500300.0, 4400100.0, 500320.0, 4400120.0)
+        assert '"description"' in layer.mapTipTemplate()
+        # grounding asks for the polygon form when chosen; the chain's zoom is not offered for it
+        dock.task_combo.setCurrentIndex(dock.task_combo.findData("ground"))
+        assert dock.box_form.isVisibleTo(dock) and not dock.zoom.isVisibleTo(dock)
+        dock.text_edit.setText("the white square")
+        dock.box_form.setCurrentIndex(dock.box_form.findData("polygon"))
+        assert dock.run()
+        assert controller.task.body["options"]["box_form"] == "polygon" and "zoom" not in controller.task.body["options"]
+        finish(controller)
+    finally:
+        dock.cleanup()
+        dock.deleteLater()
+        QgsProject.instance().removeMapLayer(sites.id())

@@ -36,8 +36,12 @@ def test_init_processing_alone_registers_the_provider(qgis_iface):
     plugin = qgis_plugin.classFactory(qgis_iface)
     plugin.initProcessing()
     provider = QgsApplication.processingRegistry().providerById("rscovlm")
-    assert sorted(a.name() for a in provider.algorithms()) == ["ask", "caption", "classify", "detect", "export_training_data", "fine_tune", "ground"]
-    plugin.unload()
+    try:
+        assert sorted(a.name() for a in provider.algorithms()) == [
+            "ask", "caption", "classify", "describe", "detect", "export_training_data", "fine_tune", "ground"
+        ]
+    finally:
+        plugin.unload()
     assert QgsApplication.processingRegistry().providerById("rscovlm") is None
 
 

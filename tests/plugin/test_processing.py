@@ -21,10 +21,12 @@ class Errors(QgsProcessingFeedback):
 
 def test_algorithms_register_with_their_parameters(provider):
     algorithms = {a.name(): a for a in provider.algorithms()}
-    assert sorted(algorithms) == ["ask", "caption", "classify", "detect", "export_training_data", "fine_tune", "ground"]
+    assert sorted(algorithms) == ["ask", "caption", "classify", "describe", "detect", "export_training_data", "fine_tune", "ground"]
     names = {name: [p.name() for p in a.parameterDefinitions()] for name, a in algorithms.items()}
     assert names["detect"] == ["INPUT", "EXTENT", "CLASSES", "TILE_SIZE", "GSD", "PIXEL_SIZE", "OUTPUT"]
-    assert names["ground"] == ["INPUT", "EXTENT", "TEXT", "GSD", "ZOOM", "PIXEL_SIZE", "OUTPUT"]
+    assert names["ground"] == ["INPUT", "EXTENT", "TEXT", "BOX_FORM", "GSD", "PIXEL_SIZE", "OUTPUT"]  # no Zoom-in Chain: untrained
+    assert names["ask"] == ["INPUT", "EXTENT", "TEXT", "CHOICES", "GSD", "ZOOM", "PIXEL_SIZE", "OUTPUT"]
+    assert names["describe"] == ["INPUT", "FEATURES", "GSD", "PIXEL_SIZE", "OUTPUT"]
     assert names["caption"] == ["INPUT", "EXTENT", "GSD", "PIXEL_SIZE", "OUTPUT"]
     assert [o.name() for o in algorithms["ask"].outputDefinitions()] == ["OUTPUT", "ANSWER"]
     assert QgsApplication.processingRegistry().algorithmById("rscovlm:detect").displayName() == "Detect objects"
@@ -90,3 +92,44 @@ def test_backend_not_running_raises(provider, settings, scene_tif, tmp_path):
     settings.save()
     with pytest.raises(QgsProcessingException, match="backend is not running"):
         processing.run("rscovlm:caption", {"INPUT": str(scene_tif), "OUTPUT": "memory:"})
+
+
+@pytest.mark.backend
+def test_describe_features_headless_gives_the_features_back_with_descriptions(provider, use_backend, scene_tif, tmp_path):
+    """The selected features of a layer, described: the output is those features, geometry and
+    attributes as they were, with the answer in `description`."""
+    import processing
+    from qgis.core import QgsFeature, QgsField, QgsGeometry, QgsPointXY
+    from qgis.PyQt.QtCore import QMetaType
+
+    layer = QgsVectorLayer("Point?crs=EPSG:4326", "sites", "memory")
+    layer.dataProvider().addAttributes([QgsField("name", QMetaType.Type.QString)])
+    layer.updateFields()
+    raster = QgsRasterLayer(str(scene_tif), "scene")
+    centre = raster.extent().center()
+    from qgis.core import QgsCoordinateReferenceSystem, QgsCoordinateTransform
+
+    to_wgs84 = QgsCoordinateTransform(raster.crs(), QgsCoordinateReferenceSystem("EPSG:4326"), QgsProject.instance())
+    points = [to_wgs84.transform(QgsPointXY(centre.x() + dx, centre.y())) for dx in (-100.0, 0.0, 100.0)]
+    features = []
+    for name, point in zip(("west", "middle", "east"), points):
+        feature = QgsFeature(layer.fields())
+        feature.setGeometry(QgsGeometry.fromPointXY(point))
+        feature.setAttributes([name])
+        features.append(feature)
+    layer.dataProvider().addFeatures(features)
+    QgsProject.instance().addMapLayer(layer)
+    layer.selectByIds([f.id() for f in layer.getFeatures() if f["name"] != "middle"])
+    from qgis.core import QgsProcessingFeatureSourceDefinition
+
+    out = tmp_path / "described.gpkg"
+    result = processing.run("rscovlm:describe", {"INPUT": str(scene_tif), "FEATURES": QgsProcessingFeatureSourceDefinition(layer.id(), True),
+                                                 "OUTPUT": str(out)})
+    described = QgsVectorLayer(result["OUTPUT"], "described", "ogr")
+    assert described.isValid() and described.crs().authid() == "EPSG:4326"
+    rows = sorted((f["name"], f["description"]) for f in described.getFeatures())
+    assert [name for name, _ in rows] == ["east", "west"]  # the selection only
+    assert all(isinstance(text, str) for _, text in rows)  # whatever the tiny model said, it is there
+    moved = {f["name"]: f.geometry().asPoint() for f in described.getFeatures()}
+    assert moved["west"] == points[0] and moved["east"] == points[2]  # the features as they were
+    QgsProject.instance().removeMapLayer(layer.id())

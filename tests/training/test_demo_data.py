@@ -17,9 +17,9 @@ from backend.evaluation.run import evaluate_model
 from backend.model_defaults import ModelDefaults
 from backend.parsing import parse_boxes, parse_tool_call
 from backend.pipeline import TaskRun
-from backend.prompts import ZOOM_REQUEST_SUFFIX, ZOOM_SYSTEM, zoom_tool_call
+from backend.prompts import ZOOM_ANSWER_INSTRUCTION, ZOOM_REQUEST_SUFFIX, ZOOM_SYSTEM, zoom_tool_call
 from backend.resolution import MIN_PIXELS
-from backend.zoom import zoom_view
+from backend.zoom_plan import zoom_view
 from tests.scripted import ScriptedEngine
 from training.data import Collator, Mixture, parse_data_spec
 from training.demo_data import DEMO_MAX_PIXELS, TILE, DemoDataPlan, build_demo_data
@@ -93,7 +93,7 @@ def test_zoom_crops_are_what_the_chain_reads_for_the_call(demo_data):
     for record in records:
         messages = record["messages"]
         assert messages[0]["content"] == ZOOM_SYSTEM and messages[1]["content"].endswith(ZOOM_REQUEST_SUFFIX)
-        question = messages[1]["content"].removeprefix("<image>").removesuffix(ZOOM_REQUEST_SUFFIX)
+        question = messages[1]["content"].removeprefix("<image>").removesuffix(ZOOM_REQUEST_SUFFIX).removesuffix(ZOOM_ANSWER_INSTRUCTION)
         label = question.removeprefix("What colour is the ").removesuffix("?")
         target = next(o for o in scene.objects if o.label == label)
         assert messages[-1]["content"] == target.colour_name

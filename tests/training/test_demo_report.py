@@ -5,7 +5,7 @@ import numpy as np
 from PIL import Image
 
 from backend.contract import TaskOptions, TaskRequest
-from backend.pipeline import run_task
+from backend.drive import run_task
 from backend.prompts import ZOOM_REQUEST_SUFFIX, zoom_tool_call
 from backend.writers import write_result
 from tests.scripted import ScriptedEngine

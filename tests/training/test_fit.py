@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -150,6 +151,8 @@ def test_the_adapter_loads_in_the_backend_and_changes_its_answers(adapter_run, t
     assert torch.allclose(_logits(merged, image, user, system), tuned, atol=1e-4)
     summary = json.loads((adapter_run / "metrics.json").read_text())
     assert summary["merged"] == str(adapter_run / "merged") and summary["steps"] == 4
+    # the adapter declares what its dataset taught: its classes are what `detect --adapter` prompts with
+    assert engine.defaults.classes == tuple(sorted(manifest["classes"])) and engine.defaults.sources[-1].startswith(str(adapter))
 
 
 def test_detect_command_takes_the_adapter(adapter_run, tiny_checkpoint, scene, tmp_path):
@@ -264,6 +267,11 @@ def test_bad_input(tiny_checkpoint, exported, tmp_path):
     fit(settings(tiny_checkpoint, data, tmp_path / "r", max_steps=1, val_samples=1, val_ap_samples=0))
     with pytest.raises(UserError, match="other settings .*lora_r"):
         fit(settings(tiny_checkpoint, data, tmp_path / "r", max_steps=2, lora_r=8))
+    # --overwrite replaces a run folder only: a mistyped --out (here the dataset) keeps its files
+    before = sorted(p.name for p in Path(data).rglob("*"))
+    with pytest.raises(UserError, match="holds no earlier fine-tuning run"):
+        fit(replace(settings(tiny_checkpoint, data, data, max_steps=1), overwrite=True))
+    assert sorted(p.name for p in Path(data).rglob("*")) == before
     with pytest.raises(UserError, match="unknown config key"):
         load_config(None, {"lora_rank": 8})
     with pytest.raises(UserError, match="learning_rate. must be float"):

@@ -43,7 +43,11 @@ def test_vqa_answers_are_what_the_view_shows():
     assert answers["What colour is the ship?"] == "white"
     assert "What colour is the storage tank?" not in answers
     assert answers["What kind of area is this?"] == "harbor"
-    assert answers.get("Is there a ship?", "yes") == "yes" and answers.get("Is there a plane?", "no") == "no"
+    # every presence question asked in 40 draws is answered by what the view holds
+    present = {k: v for k, v in answers.items() if k.startswith("Is there a")}
+    assert present and all(v == ("yes" if k.removeprefix("Is there a ").rstrip("?") in ("ship", "storage tank") else "no")
+                           for k, v in present.items())
+    assert {"yes", "no"} <= set(present.values())
     assert any(v == "0" for k, v in answers.items() if k.startswith("How many"))
 
 

@@ -38,6 +38,22 @@ def test_uploads_that_are_not_rasters_or_too_large_are_refused(client, served):
     assert list(served.uploads.folder.iterdir()) == []  # nothing half-written is left behind
 
 
+def test_uploads_that_point_at_other_data_are_refused_before_gdal_opens_them(client, served, small_raster):
+    """A VRT makes GDAL read the files (or /vsicurl/ URLs) it names, as the server: refused, as
+    are raster formats that are not self-contained and OGR VRT vector files."""
+    vrt = (f'<VRTDataset rasterXSize="400" rasterYSize="400"><VRTRasterBand dataType="Byte" band="1"><SimpleSource>'
+           f"<SourceFilename>{small_raster}</SourceFilename><SourceBand>1</SourceBand></SimpleSource></VRTRasterBand></VRTDataset>")
+    for payload in (vrt, vrt.replace(str(small_raster), "/vsicurl/http://127.0.0.1:9/x.tif"), "\n  " + vrt):
+        response = client.post("/rasters", params={"name": "x.vrt"}, content=payload.encode())
+        assert response.status_code == 400 and "VRT" in response.json()["detail"], response.text
+    xyz = client.post("/rasters", params={"name": "grid.xyz"}, content=b"0 0 1\n1 0 2\n0 1 3\n1 1 4\n")
+    assert xyz.status_code == 400 and "XYZ, which the server does not take" in xyz.json()["detail"]
+    ogr_vrt = b'<OGRVRTDataSource><OGRVRTLayer name="x"><SrcDataSource>/etc/passwd</SrcDataSource></OGRVRTLayer></OGRVRTDataSource>'
+    response = client.post("/vectors", params={"name": "labels.vrt"}, content=ogr_vrt)
+    assert response.status_code == 400 and "VRT" in response.json()["detail"]
+    assert list(served.uploads.folder.iterdir()) == []
+
+
 def test_model_and_health(client, tiny_checkpoint):
     model = client.get("/model").json()
     assert model["model"] == str(tiny_checkpoint) and model["engine"] == "local"
@@ -97,7 +113,6 @@ def test_chat_completion_is_the_local_engine_answer(client, served):
     [
         ([{"type": "image_url", "image_url": {"url": "https://example.org/a.png"}}], {}, "not a base64 data URL"),
         ([{"type": "image_url", "image_url": {"url": "data:image/png;base64,bm90IGFuIGltYWdl"}}], {}, "readable image"),
-        ("hello", {"stream": True}, "streaming is not supported"),
         ("hello", {"n": 2}, "invalid input (n)"),
     ],
 )
@@ -117,3 +132,45 @@ def test_openapi_file_matches_the_code():
     schema = json.loads(openapi_json())
     assert {"/jobs", "/jobs/{job_id}", "/rasters", "/health", "/model", "/v1/chat/completions"} <= set(schema["paths"])
     assert "TaskRequest" in schema["components"]["schemas"] and "JobStatus" in schema["components"]["schemas"]
+
+
+def test_the_official_openai_client(served, client):
+    """What chat front ends and LiteLLM do: list models, chat with an image, stream (server-sent
+    events, the default of many clients), and a wrong key."""
+    import openai
+
+    from backend.engine.remote import png_data_url
+
+    api = openai.OpenAI(base_url=served.url + "/v1", api_key=served.token, max_retries=0)
+    [model] = api.models.list().data
+    image = np.random.default_rng(3).integers(0, 255, (224, 224, 3), dtype=np.uint8)
+    messages = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": png_data_url(image)}},
+                                             {"type": "text", "text": "Describe the image"}]}]
+    whole = api.chat.completions.create(model=model.id, messages=messages, max_tokens=6)
+    assert whole.choices[0].message.content and whole.usage.completion_tokens > 0
+    chunks = list(api.chat.completions.create(model=model.id, messages=messages, max_tokens=6, stream=True,
+                                              stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content  # greedy: the same answer, as events
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == whole.choices[0].finish_reason
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens and chunks[0].choices[0].delta.role == "assistant"
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=served.url + "/v1", api_key="wrong", max_retries=0).models.list()
+
+
+def test_what_a_chat_request_may_make_the_server_decode_is_bounded(client):
+    """A 0.3 MB body of flat PNGs would decode to gigabytes: images per message and decoded pixels
+    per request are capped (413), before the model sees anything."""
+    from backend.engine.remote import png_data_url
+    from backend.server.chat import MAX_IMAGES_PER_MESSAGE, MAX_REQUEST_PIXELS
+
+    flat = png_data_url(np.zeros((4000, 4000, 3), np.uint8))  # 16 Mpx in a few kB
+    many = [{"type": "image_url", "image_url": {"url": flat}}] * (MAX_IMAGES_PER_MESSAGE + 1)
+    response = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": many + [{"type": "text", "text": "hi"}]}]})
+    assert response.status_code == 413 and "more than" in response.json()["detail"]
+    per_message = [{"type": "image_url", "image_url": {"url": flat}}] * 5
+    body = {"messages": [{"role": "user", "content": per_message}, {"role": "assistant", "content": "ok"},
+                         {"role": "user", "content": per_message + [{"type": "text", "text": "and these?"}]}]}
+    assert 5 <= MAX_IMAGES_PER_MESSAGE and 10 * 16_000_000 > MAX_REQUEST_PIXELS  # each message passes, the request does not
+    response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 413 and "Mpx" in response.json()["detail"]

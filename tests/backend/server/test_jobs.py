@@ -160,6 +160,29 @@ def test_a_job_whose_raster_breaks_fails_with_the_reason_and_others_go_on(client
     assert wait_for(client, healthy)["state"] == "done"
 
 
+def test_nan_in_an_answer_is_skipped_and_a_failing_merge_still_closes_the_raster(small_raster, monkeypatch):
+    """Model output is untrusted: a JSON answer with NaN coordinates is skipped and counted, the
+    job done. A job whose merge fails anyway (a bug) fails alone and leaves no raster open."""
+    nan = '[{"bbox_2d": [NaN, 1, 20, 30], "label": "plane"}, {"bbox_2d": [10, 20, 60, 40], "label": "ship"}]'
+    server = start_server(ScriptedEngine([nan]))
+    try:
+        with client_for(server) as client:
+            status = wait_for(client, client.post("/jobs", json=job(small_raster, "detect", options={"tile_size": 256, "tile_overlap": 0})).json()["id"])
+            assert status["state"] == "done", status["error"]
+            stats = status["result"]["stats"]
+            assert stats["lines_skipped"] == 4 and "not finite" in stats["skipped"][0]["reason"]
+            assert {f["properties"]["label"] for f in status["result"]["features"]} == {"ship"}
+            from backend.pipeline import TaskRun
+
+            monkeypatch.setattr(TaskRun, "features", lambda self: (_ for _ in ()).throw(ValueError("a merge bug")))
+            failed_id = client.post("/jobs", json=job(small_raster, "detect")).json()["id"]
+            failed = wait_for(client, failed_id)
+            assert failed["state"] == "failed" and "a merge bug" in failed["error"]
+            assert server.scheduler.get(failed_id).run.source.dataset.closed
+    finally:
+        server.stop()
+
+
 def test_a_crashed_engine_is_loaded_again(tiny_checkpoint, small_raster):
     loads = []
 
@@ -190,12 +213,12 @@ class BatchRecorder(ScriptedEngine):
         self.entered = threading.Event()
         self.release = threading.Event()
 
-    def generate(self, conversations, max_new_tokens):
+    def generate(self, conversations, max_new_tokens, repetition_penalty=None):
         if len(self.batches) >= self.hold_after:
             self.entered.set()
             self.release.wait(30)
         self.batches.append(len(conversations))
-        return super().generate(conversations, max_new_tokens)
+        return super().generate(conversations, max_new_tokens, repetition_penalty)
 
 
 def test_views_of_queued_jobs_share_batches(small_raster):
