@@ -23,7 +23,7 @@ QGIS_VENV := .venv-qgis
 PLUGIN := rscovlm_qgis
 PACKAGE_DIR ?= dist
 
-.PHONY: install system-packages apt-suite run demo-model test test-backend test-plugin test-qt6 package screenshot bench lint clean
+.PHONY: install system-packages apt-suite run demo-model test test-backend test-plugin test-qt6 package bundle screenshot bench lint clean
 
 install: system-packages $(VENV)/.installed
 
@@ -94,11 +94,14 @@ test-qt6: $(QT6_VENV)/.installed
 
 # The zip QGIS's plugin manager installs: one top folder named like a Python package, with
 # metadata.txt, LICENSE, the code, icons and styles; no compiled files.
-package:
+# It carries the backend of the same version as a wheel (backend_wheel/), which Install backend...
+# (qgis_plugin/installer.py) installs into an environment of its own.
+package: $(VENV)/.installed
 	rm -rf $(PACKAGE_DIR)/.build $(PACKAGE_DIR)/$(PLUGIN).zip
 	mkdir -p $(PACKAGE_DIR)/.build/$(PLUGIN)/resources
 	cp qgis_plugin/*.py metadata.txt LICENSE $(PACKAGE_DIR)/.build/$(PLUGIN)/
 	cp -r resources/icons resources/styles $(PACKAGE_DIR)/.build/$(PLUGIN)/resources/
+	$(PY) -m pip wheel -q --no-deps --wheel-dir $(PACKAGE_DIR)/.build/$(PLUGIN)/backend_wheel .
 	cd $(PACKAGE_DIR)/.build && $(PYTHON) -m zipfile -c ../$(PLUGIN).zip $(PLUGIN)
 	rm -rf $(PACKAGE_DIR)/.build
 	@echo "wrote $(PACKAGE_DIR)/$(PLUGIN).zip"
@@ -118,6 +121,13 @@ screenshot: install package $(SAMPLE)
 	RSCOVLM_SHOT_OUT=$(CURDIR)/docs/screenshot.png XDG_CONFIG_HOME=$(CURDIR)/$(SHOT_PROFILES)/config \
 		xvfb-run -a -s "-screen 0 1600x1000x24" qgis --profiles-path $(SHOT_PROFILES) --profile default --nologo --noversioncheck --code docs/screenshot.py
 	@test -s docs/screenshot.png && echo "wrote docs/screenshot.png"
+
+# The offline bundle (qgis_plugin/bundle.py): the plugin zip, every wheel the backend needs on this
+# platform and Python (torch included) and the demo checkpoint, as a folder and a zip; Install
+# backend... and `python3 -m rscovlm_qgis.installer --bundle DIR` install from it with no network.
+BUNDLE_DIR ?= $(PACKAGE_DIR)/rscovlm-bundle
+bundle: package
+	$(PY) -m qgis_plugin.bundle --out $(BUNDLE_DIR) --plugin-zip $(PACKAGE_DIR)/$(PLUGIN).zip --model $(DEMO_MODEL)
 
 bench: install
 	$(PY) -m benchmarks

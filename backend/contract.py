@@ -13,12 +13,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from backend.resolution import DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE, MAX_IMAGE_PIXELS, MAX_PIXELS, MIN_PIXELS
 
-Task = Literal["detect", "ground", "caption", "classify", "ask", "describe"]
-TASKS: tuple[str, ...] = ("detect", "ground", "caption", "classify", "ask", "describe")
+Task = Literal["detect", "ground", "caption", "classify", "ask", "describe", "change", "change_caption"]
+TASKS: tuple[str, ...] = ("detect", "ground", "caption", "classify", "ask", "describe", "change", "change_caption")
+CHANGE_TASKS = ("change", "change_caption")  # two rasters of the same place: `raster` the earlier, `raster_after` the later
 # Answer limits by task when a request sets none. A detection line is ~30 tokens (Qwen spells
 # every digit): 4096 holds ~130 objects, more than a dense 504 px tile of a parking lot (the
 # reference evaluator allowed 16384; benchmarks/results/answer_limit.md measures the cost).
-DEFAULT_MAX_NEW_TOKENS = {"detect": 4096, "ground": 64, "caption": 128, "classify": 32, "ask": 64, "describe": 128}
+DEFAULT_MAX_NEW_TOKENS = {"detect": 4096, "ground": 64, "caption": 128, "classify": 32, "ask": 64, "describe": 128, "change": 2048,
+                          "change_caption": 128}
 MAX_NEW_TOKENS = 16384
 MAX_REGIONS = 1000  # regions one describe request may ask about
 
@@ -50,6 +52,9 @@ class TaskOptions(BaseModel):
     zoom_factor: float = Field(4.0, gt=1.0, description="auto zooms when extent pixels > zoom_factor x max_pixels")
     zoom_steps: int = Field(1, ge=0, le=8, description="zoom steps allowed after the first")
     zoom_counting: bool = Field(False, description="zoom for counting questions too (not trained: off by default)")
+    change_kinds: list[Literal["changed", "appeared", "disappeared"]] = Field(
+        ["changed"], min_length=1, description="change: what to find per class: changed (TEOChat's S2Looking question), appeared, disappeared"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> TaskOptions:
@@ -71,6 +76,7 @@ class TaskRequest(BaseModel):
     expression: str | None = None
     question: str | None = None
     choices: list[str] | None = Field(None, description="ask: answer choices (multiple choice), bare or lettered '(A) x'; at most five")
+    raster_after: str | None = Field(None, description="change tasks: the later raster of the same place (any CRS, resolution, extent)")
     regions: list[tuple[float, float, float, float]] | None = Field(
         None, max_length=MAX_REGIONS, description="describe: xmin, ymin, xmax, ymax of each feature to describe, in extent_crs (default: the raster's)"
     )
@@ -86,7 +92,9 @@ class TaskRequest(BaseModel):
 
     @model_validator(mode="after")
     def _task_inputs(self) -> TaskRequest:
-        if self.task in ("detect", "classify") and not self.classes:
+        if self.task in CHANGE_TASKS and not (self.raster_after and self.raster_after.strip()):
+            raise ValueError(f"task '{self.task}' needs raster_after, the later raster of the same place")
+        if self.task in ("detect", "classify", "change") and not self.classes:
             raise ValueError(f"task '{self.task}' needs a non-empty list of classes")
         if self.task == "ground" and not (self.expression and self.expression.strip()):
             raise ValueError("task 'ground' needs an expression (what to find)")
@@ -125,6 +133,7 @@ class TaskStats(BaseModel):
     boxes_parsed: int = 0
     boxes_merged_away: int = 0
     boxes_not_requested: int = Field(0, description="boxes of trained classes the prompt listed but the request did not ask for")
+    views_skipped_no_overlap: int = Field(0, description="change: views the later raster has no pixels in")
     views_truncated: int = Field(0, description="views whose answer stopped at the answer limit (max_new_tokens) instead of ending")
     lines_skipped: int = 0
     skipped: list[SkippedLine] = Field(default_factory=list, description="first skipped lines, for diagnosis")
@@ -196,6 +205,7 @@ class TaskResult(BaseModel):
     features: list[Feature] = Field(default_factory=list)
     text: str | None = Field(None, description="caption, class or answer for the text tasks")
     raster: RasterInfo
+    raster_after: RasterInfo | None = Field(None, description="change tasks: the later raster (its window is the earlier's grid)")
     stats: TaskStats = Field(default_factory=TaskStats)
     warnings: list[str] = Field(default_factory=list)
     zoom: ZoomTrace | None = Field(None, description="ask/ground: the Zoom-in Chain's decision, conversation and accounting")
@@ -292,12 +302,17 @@ class ChatImageUrl(BaseModel):
     url: str = Field(description="data:image/png;base64,... (or jpeg); the server fetches nothing")
 
 
+class ChatVideoUrl(BaseModel):
+    url: str = Field(description="data:video/jpeg;base64,<frame>,<frame>...: the frames of one place in time order, as vLLM takes them")
+
+
 class ChatContentPart(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    type: Literal["text", "image_url"]
+    type: Literal["text", "image_url", "video_url"]
     text: str | None = None
     image_url: ChatImageUrl | None = None
+    video_url: ChatVideoUrl | None = None
 
 
 class ChatMessage(BaseModel):
@@ -367,9 +382,9 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
-# --- Training jobs: `rscovlm train export | fit` run by the service in a child process ---
+# --- Training jobs: `rscovlm train export | fit | grpo` run by the service in a child process ---
 
-TrainingKind = Literal["export", "fit"]
+TrainingKind = Literal["export", "fit", "grpo"]
 TrainingState = Literal["queued", "running", "cancelling", "done", "failed", "cancelled"]
 
 
@@ -440,8 +455,24 @@ class FitTrainingRequest(BaseModel):
     overwrite: bool = Field(False, description="start over even if `out` holds another run")
 
 
+class GrpoTrainingRequest(BaseModel):
+    """Reinforcement fine-tuning with task rewards, as `rscovlm train grpo`; the same request again resumes the run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description="base checkpoint folder on the backend's machine, or a hub id")
+    adapter: str | None = Field(None, description="an SFT adapter (a fit's adapter/): merged into the base first, the KL reference")
+    data: str = Field(description="data spec, as fit: dataset folders or files with *K or %P; detect, ground, classify, vqa and caption samples are rewarded")
+    out: str = Field(description="run folder on the backend's machine: checkpoints, log, adapter/")
+    config: str = Field("grpo", description="the shipped config (grpo) or a YAML file on the backend's machine")
+    max_steps: int | None = Field(None, ge=1, description="optimizer steps; default: the config's")
+    merge: bool = Field(False, description="also write the adapter merged into a full checkpoint (merged/)")
+    overrides: list[str] = Field(default_factory=list, description="config keys as key=value, like `--set`, e.g. beta=0.0")
+    overwrite: bool = Field(False, description="start over even if `out` holds another run")
+
+
 class TrainingProgress(BaseModel):
-    done: int = Field(0, description="tiles written (export) or optimizer steps taken (fit)")
+    done: int = Field(0, description="tiles written (export) or optimizer steps taken (fit, grpo)")
     total: int = Field(0, description="tiles planned or steps of the run; 0 until known")
     unit: Literal["tiles", "steps"]
     epoch: int | None = None
@@ -449,6 +480,8 @@ class TrainingProgress(BaseModel):
     learning_rate: float | None = None
     val_loss: float | None = Field(None, description="latest validation loss per answer token")
     val_ap_nc: float | None = Field(None, description="latest validation AP_nc of detection answers")
+    reward: float | None = Field(None, description="grpo: the latest step's mean weighted reward")
+    rewards: dict[str, float] | None = Field(None, description="grpo: the latest step's mean reward per task, and 'format'")
 
 
 class TrainingOutputs(BaseModel):
@@ -472,7 +505,7 @@ class TrainingJobStatus(BaseModel):
     finished: float | None = None
     error: str | None = Field(None, description="why the job failed, or where a cancelled one stopped")
     outputs: TrainingOutputs = Field(default_factory=TrainingOutputs)
-    result: dict[str, Any] | None = Field(None, description="once done: the dataset's manifest (export) or the run's metrics (fit)")
+    result: dict[str, Any] | None = Field(None, description="once done: the dataset's manifest (export) or the run's metrics (fit, grpo)")
 
 
 class VectorUpload(BaseModel):

@@ -6,15 +6,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from backend.contract import TaskRequest, TaskResult
+from backend.change import ChangeRun
+from backend.contract import CHANGE_TASKS, TaskRequest, TaskResult
 from backend.engine import Engine
 from backend.errors import Cancelled
 from backend.georef import View
+from backend.model_defaults import ModelDefaults
 from backend.pipeline import TaskRun
 from backend.zoom import zoom_chain
 
 ProgressCallback = Callable[[int, int], None]
 StopCheck = Callable[[], bool]
+
+
+def open_run(request: TaskRequest, model_id: str, defaults: ModelDefaults | None = None) -> TaskRun:
+    """The request planned: its raster (two, for a change task) open, its views cut."""
+    return (ChangeRun if request.task in CHANGE_TASKS else TaskRun)(request, model_id, defaults)
 
 
 def drive(run: TaskRun, engine: Engine, progress: ProgressCallback | None = None, should_stop: StopCheck | None = None) -> TaskResult:
@@ -40,5 +47,5 @@ def drive(run: TaskRun, engine: Engine, progress: ProgressCallback | None = None
 
 def run_task(request: TaskRequest, engine: Engine, progress: ProgressCallback | None = None, should_stop: StopCheck | None = None) -> TaskResult:
     """Plan, drive and close one request, with the engine's model defaults."""
-    with TaskRun(request, engine.model_id, engine.defaults) as run:
+    with open_run(request, engine.model_id, engine.defaults) as run:
         return drive(run, engine, progress, should_stop)

@@ -71,9 +71,13 @@ def working_scale(source: RasterSource, window: PixelWindow, gsd: float | None) 
     return size[0] / gsd, size[1] / gsd
 
 
+TILED_TASKS = ("detect", "change")
+
+
 def plan_views(source: RasterSource, window: PixelWindow, request: TaskRequest) -> list[View]:
-    """Detection: tiles at the working GSD. Describe: a window around each region. Other tasks:
-    the whole extent as one view inside the pixel budget (a decimated read when it is larger)."""
+    """Detection (and change detection): tiles at the working GSD. Describe: a window around each
+    region. Other tasks: the whole extent as one view inside the pixel budget (a decimated read
+    when it is larger)."""
     options = request.options
     sx, sy = working_scale(source, window, options.gsd)
     work_w, work_h = max(1, round(window.width * sx)), max(1, round(window.height * sy))
@@ -81,7 +85,7 @@ def plan_views(source: RasterSource, window: PixelWindow, request: TaskRequest) 
     try:
         if request.task == "describe":
             return [region_view(source, request, box, (sx, sy), i) for i, box in enumerate(region_boxes(source, request))]
-        if request.task != "detect":
+        if request.task not in TILED_TASKS:
             out_h, out_w = view_size(work_h, work_w, options.min_pixels, options.max_pixels)
             return [View(window.col_off, window.row_off, window.width, window.height, out_w, out_h, 0)]
         # A tile is as many working pixels as the model sees: MODEL_IO's 512 px tiles reach the
@@ -147,14 +151,14 @@ class TaskRun:
         self.model_id = model_id
         self.source = RasterSource.open(request.raster, request.options.bands)
         try:
-            self.window = self.source.window_for_extent(request.extent, request.extent_crs)
+            self.window = self._window()
             self.views = plan_views(self.source, self.window, request)
             self.stretch = self.source.stretch_for(self.window)
             self.work_scale = working_scale(self.source, self.window, request.options.gsd)
             # On a rotated geotransform the window is the extent's pixel bounding box: results are clipped back to the extent.
             self.clip = shapely.box(*self.source.map_bounds(request.extent, request.extent_crs)) if request.extent and self.source.rotated else None
         except BaseException:
-            self.source.close()
+            self.close()
             raise
         self.warnings = list(self.source.warnings) + trained_range_warnings(request, defaults)
         # detection: the prompt lists every class the model was trained on, then any other requested
@@ -169,7 +173,7 @@ class TaskRun:
         self.zoom = decide_zoom(request, self.window.width * self.work_scale[0], self.window.height * self.work_scale[1])
         self.system, self.user = self._prompt()
         self.max_new_tokens = request.options.max_new_tokens or DEFAULT_MAX_NEW_TOKENS[request.task]
-        self.repetition_penalty = DETECTION_REPETITION_PENALTY if request.task == "detect" else None
+        self.repetition_penalty = DETECTION_REPETITION_PENALTY if request.task in ("detect", "change") else None
         self.stats = TaskStats(views=len(self.views))
         self.done = 0
         self.candidates: list[dict] = []  # detections/groundings in raster pixels, before merging
@@ -187,6 +191,10 @@ class TaskRun:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def _window(self) -> PixelWindow:
+        """The raster pixels the request is about."""
+        return self.source.window_for_extent(self.request.extent, self.request.extent_crs)
 
     def close(self) -> None:
         self.source.close()
@@ -286,8 +294,8 @@ class TaskRun:
         seen farther from its tile's edge: the one the model saw whole, with context."""
         kept: list[dict] = []
         by_label: dict[str, list[dict]] = {}
-        for candidate in self.candidates:
-            by_label.setdefault(candidate["label"], []).append(candidate)
+        for candidate in self.candidates:  # change detection merges per class and kind of change
+            by_label.setdefault(candidate.get("group", candidate["label"]), []).append(candidate)
         for label in sorted(by_label):
             group = by_label[label]
             polygons = shapely.polygons(np.stack([c["pixels"] for c in group]))
@@ -339,9 +347,10 @@ class TaskRun:
         if self.stats.lines_skipped:
             self.warnings.append(f"{self.stats.lines_skipped} answer line(s) could not be used (see stats.skipped).")
         if self.stats.views_truncated:
+            lost = "objects may be missing" if task in ("detect", "change") else "the answer may be cut short"
             self.warnings.append(
                 f"{self.stats.views_truncated} of {self.done} view(s) stopped at the answer limit of {self.max_new_tokens} tokens before "
-                "the model finished: objects may be missing. Raise --max-new-tokens (or options.max_new_tokens)."
+                f"the model finished: {lost}. Raise --max-new-tokens (or options.max_new_tokens)."
             )
         w = self.window
         return TaskResult(

@@ -84,9 +84,19 @@ DOTA_CLASSES = (
 
 @dataclass(frozen=True)
 class Message:
+    """One turn. A user turn's images come before its text; a video (frames of one place in
+    time order, as RSCoVLM feeds bi-temporal data) comes between `lead` and `text`, as the
+    training data's `...at different times: <video> question` reads."""
+
     role: Literal["system", "user", "assistant"]
     text: str
     images: tuple[np.ndarray, ...] = field(default=())
+    video: tuple[np.ndarray, ...] = field(default=())
+    lead: str = ""
+
+    @property
+    def visuals(self) -> tuple[np.ndarray, ...]:
+        return self.images + self.video
 
 
 Conversation = list[Message]
@@ -162,6 +172,45 @@ def zoom_tool_call(box: Sequence[int]) -> str:
     """The assistant's turn-1 answer as the checkpoint was trained to write it."""
     x1, y1, x2, y2 = (int(v) for v in box)
     return f'<tool_call>\n{{"name": "{ZOOM_TOOL}", "arguments": {{"bbox": [{x1}, {y1}, {x2}, {y2}]}}}}\n</tool_call>'
+
+
+# Bi-temporal questions (MODEL_IO, "Bi-temporal data"; docs/CHANGE.md): TEOChat's raw wording,
+# which RSCoVLM's data builder keeps, the frames as one video after the prefix.
+CHANGE_PREFIX = "This is a sequence of satellite images capturing the same location at different times:"
+CHANGE_KINDS = ("changed", "appeared", "disappeared")
+CHANGE_CAPTION_PROMPT = "Describe the changes between the two images."
+
+
+def change_question(category: str, kind: str = "changed") -> str:
+    """TEOChat's change localisation question for a class: 'changed' is S2Looking's form;
+    'appeared' and 'disappeared' follow xBD's 'the buildings in the first image which were ...
+    in the second image'."""
+    plural = _plural(normalise_category(category))
+    if kind == "changed":
+        what = f"all changed {plural}"
+    elif kind == "appeared":
+        what = f"the {plural} in the second image which were not in the first image"
+    elif kind == "disappeared":
+        what = f"the {plural} in the first image which were not in the second image"
+    else:
+        raise ValueError(f"unknown change kind {kind!r}; one of {', '.join(CHANGE_KINDS)}")
+    return (f"Identify {what}. Include a bounding box of the form [x_min, y_min, x_max, y_max] for each identified "
+            f"{normalise_category(category)} in your response. If there are no such {plural}, do not output a bounding box.")
+
+
+def change_answer_label(question: str) -> str:
+    """The label RSCoVLM's builder gives TEOChat's box answers: the question without its
+    instructions ('changed buildings'); answer lines read `x1,y1,x2,y2 <label>`."""
+    text = question.split(". Include", 1)[0].removeprefix("Identify ").strip(" .")
+    return text.removeprefix("all ")
+
+
+def _plural(name: str) -> str:
+    return name if name.endswith("s") else name + "s"
+
+
+def change_turn(before: np.ndarray, after: np.ndarray, question: str) -> Conversation:
+    return [Message("user", question, video=(before, after), lead=CHANGE_PREFIX)]
 
 
 def single_turn(image: np.ndarray, user: str, system: str | None = None) -> Conversation:

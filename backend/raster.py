@@ -104,6 +104,7 @@ class RasterSource:
     georeferenced: bool
     warnings: list[str] = field(default_factory=list)
     palette: np.ndarray | None = None  # (entries, 3) uint8: a paletted band's colours, shown as RGB
+    base: rasterio.io.DatasetReader | None = None  # the file a warped source reads (closed with it)
     _stretch: dict = field(default_factory=dict)
 
     @classmethod
@@ -151,8 +152,37 @@ class RasterSource:
             chosen = chosen * 3
         return cls(path, dataset, chosen, georeferenced, notes, palette)
 
+    @classmethod
+    def aligned(cls, path: str | Path, bands: Sequence[int] | None, grid: RasterSource) -> RasterSource:
+        """Another raster of the same place read on `grid`'s pixels: reprojected and resampled
+        window by window (rasterio's WarpedVRT, bilinear), so a window of one is the same ground
+        as the same window of the other whatever their CRSs, resolutions and extents. Its own
+        nodata and masks stay invalid (black) where it has no pixels."""
+        from rasterio.vrt import WarpedVRT
+
+        source = cls.open(path, bands)
+        name = Path(str(path)).name
+        if (source.crs is None) != (grid.crs is None):
+            source.close()
+            with_crs, without = (Path(grid.path).name, name) if source.crs is None else (name, Path(grid.path).name)
+            raise UserError(f"{with_crs} has a CRS but {without} has none, so they cannot be aligned.",
+                            f"Give {without} its CRS (gdal_edit.py -a_srs), or compare two rasters without georeferencing.")
+        if source.crs is None and (source.width, source.height) != (grid.width, grid.height):
+            source.close()
+            raise UserError(f"{name} and {Path(grid.path).name} have no georeferencing and differ in size.",
+                            "Georeference them, or give two images of the same size and place.")
+        if source.crs is None:
+            return source
+        # pixels where the other raster has none are invalid: its nodata, or an alpha band the warp adds
+        nodata = source.dataset.nodata
+        vrt = WarpedVRT(source.dataset, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
+                        resampling=Resampling.nearest if source.palette is not None else Resampling.bilinear, add_alpha=nodata is None)
+        return cls(source.path, vrt, source.bands, source.georeferenced, source.warnings, source.palette, base=source.dataset)
+
     def close(self) -> None:
         self.dataset.close()
+        if self.base is not None:
+            self.base.close()
 
     def __enter__(self) -> RasterSource:
         return self

@@ -22,8 +22,9 @@ from backend.georef import map_to_raster
 
 DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON", ".fgb": "FlatGeobuf"}
 FIELDS = ("task", "label", "model", "prompt", "tile", "raw_text", "text", "role")
+CHANGE_FIELDS = ("change", "date_before", "date_after")  # change tasks: what changed, and between which dates
 LAYER_NAMES = {"detect": "detections", "ground": "grounding", "caption": "caption", "classify": "classification", "ask": "answer",
-               "describe": "descriptions"}
+               "describe": "descriptions", "change": "changes", "change_caption": "change_caption"}
 
 
 def output_format(path: str | Path) -> str:
@@ -45,7 +46,8 @@ def write_result(result: TaskResult, path: str | Path) -> Path:
         return write_dota(result, target)
     geometry = np.array([shapely.to_wkb(shapely.geometry.shape(f.geometry)) for f in result.features], dtype=object)
     columns = []
-    for name in FIELDS:
+    fields = FIELDS + (CHANGE_FIELDS if result.task in ("change", "change_caption") else ())
+    for name in fields:
         values = [f.properties.get(name) for f in result.features]
         if name == "tile":
             columns.append(np.array([-1 if v is None else int(v) for v in values], dtype=np.int32))
@@ -59,7 +61,7 @@ def write_result(result: TaskResult, path: str | Path) -> Path:
             str(staging),
             geometry,
             columns,
-            list(FIELDS),
+            list(fields),
             layer=LAYER_NAMES[result.task],
             driver=fmt,
             geometry_type="Polygon",

@@ -20,6 +20,7 @@ from qgis.core import (
     QgsProcessingFeedback,
     QgsProcessingLayerPostProcessorInterface,
     QgsProcessingOutputString,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFeatureSink,
@@ -46,7 +47,7 @@ from .layers import (
 from .raster_input import InputProblem, RasterInput, crs_text, prepare_raster
 from .resources import icon
 from .settings import ZOOM_CHOICES, PluginSettings
-from .task_request import TASKS, RequestProblem, build_request, split_classes
+from .task_request import CHANGE_CHOICES, TASKS, RequestProblem, build_request, split_classes
 
 
 class StyleOnLoad(QgsProcessingLayerPostProcessorInterface):
@@ -69,11 +70,13 @@ class TaskAlgorithm(QgsProcessingAlgorithm):
     INPUT, EXTENT, CLASSES, TEXT = "INPUT", "EXTENT", "CLASSES", "TEXT"
     TILE_SIZE, GSD, ZOOM, PIXEL_SIZE = "TILE_SIZE", "GSD", "ZOOM", "PIXEL_SIZE"
     CHOICES, BOX_FORM, FEATURES = "CHOICES", "BOX_FORM", "FEATURES"
+    INPUT_AFTER, CHANGES, CAPTION = "INPUT_AFTER", "CHANGES", "CAPTION"
     OUTPUT, ANSWER = "OUTPUT", "ANSWER"
 
     def __init__(self):
         super().__init__()
         self._raster: RasterInput | None = None
+        self._raster_after: RasterInput | None = None
 
     def name(self) -> str:
         return self.TASK
@@ -95,12 +98,18 @@ class TaskAlgorithm(QgsProcessingAlgorithm):
 
     def initAlgorithm(self, config=None):  # noqa: N802
         kind = TASKS[self.TASK]
-        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Raster layer"))
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Earlier raster (first date)" if kind.two_dates else "Raster layer"))
+        if kind.two_dates:
+            self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT_AFTER, "Later raster of the same place (any CRS or resolution)"))
         if kind.needs == "features":
             self.addParameter(QgsProcessingParameterFeatureSource(self.FEATURES, "Features to describe", [Qgis.ProcessingSourceType.VectorAnyGeometry]))
         else:
             self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Extent (default: the whole raster)", optional=True))
-        if kind.needs == "classes":
+        if self.TASK == "change":  # the objects that changed, or the changes in words
+            self.addParameter(QgsProcessingParameterString(self.CLASSES, "Object classes whose changes to find, comma separated", optional=True))
+            self.addParameter(QgsProcessingParameterEnum(self.CHANGES, "Look for", [title for title, _ in CHANGE_CHOICES], False, 0))
+            self.addParameter(QgsProcessingParameterBoolean(self.CAPTION, "Describe the changes in words instead (no classes needed)", False))
+        elif kind.needs == "classes":
             label = "Object classes, comma separated" if self.TASK == "detect" else "Scene classes, comma separated"
             self.addParameter(QgsProcessingParameterString(self.CLASSES, label))
         elif kind.needs == "expression":
@@ -111,7 +120,7 @@ class TaskAlgorithm(QgsProcessingAlgorithm):
         advanced = []
         if self.TASK == "ground":
             advanced.append(QgsProcessingParameterEnum(self.BOX_FORM, "Answer as", [label for label, _ in BOX_FORMS], False, 0))
-        if self.TASK == "detect":
+        if self.TASK in ("detect", "change"):
             advanced.append(
                 QgsProcessingParameterNumber(
                     self.TILE_SIZE, "Tile size, pixels (0: the tile the model was trained on)", Qgis.ProcessingNumberParameterType.Integer, 0, False, 0, 4096
@@ -132,8 +141,17 @@ class TaskAlgorithm(QgsProcessingAlgorithm):
             self.addParameter(parameter)
         output_type = Qgis.ProcessingSourceType.VectorAnyGeometry if kind.needs == "features" else Qgis.ProcessingSourceType.VectorPolygon
         self.addParameter(QgsProcessingParameterFeatureSink(self.OUTPUT, TITLES[self.TASK], output_type))
-        if kind.text_answer:
-            self.addOutput(QgsProcessingOutputString(self.ANSWER, "Answer"))
+        if kind.text_answer or kind.two_dates:
+            self.addOutput(QgsProcessingOutputString(self.ANSWER, "Description of the changes" if kind.two_dates else "Answer"))
+
+    def checkParameterValues(self, parameters, context: QgsProcessingContext):  # noqa: N802
+        """Before anything runs (the dialog shows it): a comparison needs two different rasters."""
+        if TASKS[self.TASK].two_dates:
+            before = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+            after = self.parameterAsRasterLayer(parameters, self.INPUT_AFTER, context)
+            if before is not None and after is not None and before.source() == after.source():
+                return False, f"'{before.name()}' is given as both dates. Give the raster of the second date as the later raster."
+        return super().checkParameterValues(parameters, context)
 
     def prepareAlgorithm(self, parameters, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> bool:  # noqa: N802
         """Layers belong to the main thread: check them and copy what the worker needs here."""
@@ -152,6 +170,9 @@ class TaskAlgorithm(QgsProcessingAlgorithm):
                 if features:
                     extent, extent_crs = region_extent([feature_box(f) for f in features], source.sourceExtent()), source.sourceCrs()
             self._raster = prepare_raster(layer, extent, extent_crs, context.transformContext(), pixel_size)
+            if TASKS[self.TASK].two_dates:  # the later raster over the earlier one's extent (the backend aligns it)
+                after = self.parameterAsRasterLayer(parameters, self.INPUT_AFTER, context)
+                self._raster_after = prepare_raster(after, self._raster.extent, self._raster.crs, context.transformContext(), pixel_size)
         except InputProblem as exc:
             raise QgsProcessingException(exc.message) from None
         return True
@@ -159,19 +180,24 @@ class TaskAlgorithm(QgsProcessingAlgorithm):
     def processAlgorithm(self, parameters, context: QgsProcessingContext, feedback: QgsProcessingFeedback):  # noqa: N802
         raster = self._raster
         settings = PluginSettings.load()
-        kind = TASKS[self.TASK]
+        task = self.TASK
+        if task == "change" and self.parameterAsBoolean(parameters, self.CAPTION, context):
+            task = "change_caption"
+        kind = TASKS[task]
         try:
             classes = split_classes(self.parameterAsString(parameters, self.CLASSES, context)) if kind.needs == "classes" else None
             text = self.parameterAsString(parameters, self.TEXT, context) if kind.needs in ("expression", "question") else ""
             zoom = ZOOM_CHOICES[self.parameterAsEnum(parameters, self.ZOOM, context)] if self.TASK == "ask" else None
-            tile = (self.parameterAsInt(parameters, self.TILE_SIZE, context) or None) if self.TASK == "detect" else None
+            tile = (self.parameterAsInt(parameters, self.TILE_SIZE, context) or None) if task in ("detect", "change") else None
             gsd = self.parameterAsDouble(parameters, self.GSD, context) or None
             form = BOX_FORMS[self.parameterAsEnum(parameters, self.BOX_FORM, context)][1] if self.TASK == "ground" else None
             choices = split_choices(self.parameterAsString(parameters, self.CHOICES, context)) if kind.needs == "question" else None
             regions = [feature_box(f) for f in self._features[3]] if self._features else None
             regions_crs = crs_text(self._features[2]) if self._features else None
-            body = build_request(self.TASK, raster.file or "", raster.extent_tuple(), raster.crs_text, classes, text, tile, gsd, zoom,
-                                 form, choices, regions, regions_crs)
+            after = self._raster_after
+            kinds = CHANGE_CHOICES[self.parameterAsEnum(parameters, self.CHANGES, context)][1] if task == "change" else None
+            body = build_request(task, raster.file or "", raster.extent_tuple(), raster.crs_text, classes, text, tile, gsd, zoom,
+                                 form, choices, regions, regions_crs, (after.file or "") if after else None, kinds)
             connection = resolve_connection(settings)
         except (RequestProblem, BackendError) as exc:
             raise QgsProcessingException(str(exc)) from None
@@ -180,9 +206,10 @@ class TaskAlgorithm(QgsProcessingAlgorithm):
                 feedback.setProgress(100.0 * done / total)
                 feedback.setProgressText(f"{done} of {total} views answered")
 
-        feedback.pushInfo(f"{self.TASK} on {raster.layer_name} via {connection.url} ({connection.source})")
+        feedback.pushInfo(f"{task} on {raster.layer_name}" + (f" and {after.layer_name}" if after else "") + f" via {connection.url} ({connection.source})")
         try:
-            status = run_job(connection, raster, body, context.transformContext(), feedback, float(settings.timeout_s), int(settings.poll_interval_ms), progress)
+            status = run_job(connection, raster, body, context.transformContext(), feedback, float(settings.timeout_s), int(settings.poll_interval_ms), progress,
+                             raster_after=after)
         except (BackendError, InputProblem) as exc:
             raise QgsProcessingException(str(exc)) from None
         result = status.get("result") or {}
@@ -201,9 +228,9 @@ class TaskAlgorithm(QgsProcessingAlgorithm):
         if skipped:
             feedback.pushWarning(f"{skipped} feature(s) had no usable polygon and were left out.")
         if context.willLoadLayerOnCompletion(dest):
-            context.layerToLoadOnCompletionDetails(dest).setPostProcessor(_STYLERS[STYLES[self.TASK]])
+            context.layerToLoadOnCompletionDetails(dest).setPostProcessor(_STYLERS[STYLES[task]])
         outputs = {self.OUTPUT: dest}
-        if kind.text_answer:
+        if kind.text_answer or kind.two_dates:
             outputs[self.ANSWER] = result.get("text") or ""
             feedback.pushInfo(f"answer: {outputs[self.ANSWER]}")
         else:
@@ -238,6 +265,10 @@ HELP = {
     "classify": "<p>Names the scene class of the extent among the given classes (in <i>label</i>).</p>",
     "ask": "<p>Answers a question about the extent in a word or a short phrase (in <i>text</i>); with answer choices, "
     "picks one of them. On large extents the Zoom-in Chain shows where the model looked (role = zoom).</p>",
+    "change": "<p>Compares two rasters of the same place at two dates (any CRS, resolution or extent: the later one "
+    "is read on the earlier one's grid, in the part both cover). For each class it finds the objects that changed, "
+    "appeared or disappeared, as boxes with <i>label</i>, <i>change</i>, <i>date_before</i> and <i>date_after</i> "
+    "(from the rasters' metadata, else their file names); or, ticked, describes the changes in words.</p>",
     "describe": "<p>Describes each feature of a vector layer (tick <i>Selected features only</i> to describe a selection): "
     "the model is shown the raster around it and asked what the object is; the output is the features as they were, "
     "with the answer in <i>description</i>.</p>",
@@ -253,4 +284,5 @@ def _algorithm(task: str) -> type:
     return type(f"{task.capitalize()}Algorithm", (TaskAlgorithm,), {"TASK": task})
 
 
-ALGORITHMS = tuple(_algorithm(task) for task in TASKS)
+# change_caption is the change algorithm's 'describe the changes' choice, not an algorithm of its own.
+ALGORITHMS = tuple(_algorithm(task) for task in TASKS if task != "change_caption")

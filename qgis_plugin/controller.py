@@ -5,6 +5,7 @@ the tests) drive it; it reports through signals and the message bar."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from qgis.core import (
     QgsApplication,
@@ -21,6 +22,8 @@ from qgis.PyQt.QtCore import QObject, pyqtSignal
 from .client import BackendError, Connection, resolve_connection
 from .diagnostics import diagnostics_text
 from .feature_input import feature_box, features_to_describe, region_extent
+from .install_task import InstallBackendTask, backend_prefix, install_log
+from .installer import PLUGIN_VERSION
 from .jobs import JobTask, StatusTask, log
 from .layers import (
     STYLES,
@@ -59,6 +62,8 @@ class RunInput:
     box_form: str | None = None  # ground: "polygon" for a rotated polygon
     choices: list[str] = field(default_factory=list)  # ask: multiple choice
     features: QgsVectorLayer | None = None  # describe: its selected features (all when none is selected)
+    layer_after: QgsRasterLayer | None = None  # change tasks: the later raster of the same place
+    change_kinds: list[str] = field(default_factory=list)  # change: what to look for (default: changed)
 
 
 @dataclass
@@ -99,6 +104,7 @@ class Controller(QObject):
         self.backend.failed.connect(self._backend_failed)
         self.task: JobTask | None = None
         self.status_task: StatusTask | None = None
+        self.install_task: InstallBackendTask | None = None
         self.backend_status: dict | None = None
         self.history: list[HistoryEntry] = []
         self.result_layers: list[QgsVectorLayer] = []
@@ -130,6 +136,32 @@ class Controller(QObject):
         self.cancel()
         self.backend.stop()
         self.backend_status = None
+        self.refresh_status()
+
+    def install_backend(self, torch: str = "auto", bundle: str = "") -> bool:
+        """Install backend...: build the environment (from an offline bundle when given) in a task;
+        when it works, the settings' command is the installed one."""
+        if self.install_task is not None:
+            self.notifier.error("The backend is being installed already; wait for it or cancel it in the task manager.")
+            return False
+        if self.backend.state != "stopped":
+            self.stop_backend()  # the environment it runs from is replaced
+        prefix = backend_prefix(self.settings())
+        self.install_task = InstallBackendTask(prefix, torch, Path(bundle) if bundle else None, self._install_finished)
+        QgsApplication.taskManager().addTask(self.install_task)
+        self.notifier.info(f"Installing the backend into {prefix} (progress in the task manager).")
+        return True
+
+    def _install_finished(self, task: InstallBackendTask) -> None:
+        self.install_task = None
+        if task.command is None:
+            log("The backend installer's last lines:\n" + "\n".join(install_log(task.prefix)[-30:]))
+            self.notifier.error(f"Installing the backend failed: {task.error or 'cancelled'}", "install")
+            return
+        settings = self.settings()
+        settings.mode, settings.command = "local", str(task.command)
+        settings.save()
+        self.notifier.success(f"The backend is installed ({task.command}); Start in the dock runs it.")
         self.refresh_status()
 
     def _backend_ready(self, connection: Connection) -> None:
@@ -165,6 +197,10 @@ class Controller(QObject):
             return
         self.backend_status = {"health": task.health, "model": task.model, "url": task.connection.url, "source": task.connection.source}
         self.status_changed.emit("running", describe_backend(task.connection, task.model or {}))
+        version = (task.health or {}).get("version")
+        if version and version != PLUGIN_VERSION:
+            self.notifier.error(f"The backend is version {version}, the plugin {PLUGIN_VERSION}: Settings > Install backend… updates it to match.",
+                                "version")
 
     def model_defaults(self) -> dict:
         """What the backend's model was trained on (GET /model: the options a request gets when
@@ -197,9 +233,17 @@ class Controller(QObject):
                 regions = [feature_box(f) for f in self._described[1]]
                 extent, extent_crs = region_extent(regions, what.features.extent()), what.features.crs()  # written around them if need be
             raster = prepare_raster(what.layer, extent, extent_crs, self.project.transformContext(), what.pixel_size)
+            raster_after = None
+            if TASKS[what.task].two_dates:  # the later raster over the same ground (its own CRS: the backend aligns it)
+                if what.layer_after is None:
+                    raise InputProblem("no layer", "No later raster chosen. Pick the raster of the second date beside 'Compared with'.")
+                if what.layer_after.id() == what.layer.id():
+                    raise InputProblem("no layer", f"'{what.layer.name()}' is chosen as both dates. Pick the raster of the second date beside 'Compared with'.")
+                raster_after = prepare_raster(what.layer_after, raster.extent, raster.crs, self.project.transformContext(), what.pixel_size)
             body = build_request(
                 what.task, raster.file or "", raster.extent_tuple(), raster.crs_text, what.classes, what.text, what.tile_size, what.gsd,
                 what.zoom, what.box_form, what.choices, regions, crs_text(what.features.crs()) if regions else None,
+                raster_after.file or "" if raster_after else None, what.change_kinds,
             )
         except BackendError as exc:
             self.notifier.error(exc.message, exc.kind)
@@ -220,6 +264,7 @@ class Controller(QObject):
             self._finished,
             float(settings.timeout_s),
             int(settings.poll_interval_ms),
+            raster_after,
         )
         self.task.progressed.connect(self.progressed)
         self.task.partial.connect(self._show_partial)
@@ -337,7 +382,8 @@ class Controller(QObject):
         return written
 
     def diagnostics(self) -> str:
-        return diagnostics_text(self.settings().redacted(), self.backend_status, self.backend.state, self.backend.lines, self.notifier.errors)
+        return diagnostics_text(self.settings().redacted(), self.backend_status, self.backend.state, self.backend.lines, self.notifier.errors,
+                                install_log(backend_prefix(self.settings())))
 
     def unload(self) -> None:
         """Cancel the job (its task ends on its own), stop the child backend."""
@@ -348,6 +394,10 @@ class Controller(QObject):
         if self.status_task is not None:
             self.status_task.on_finished = lambda task: None
             self.status_task = None
+        if self.install_task is not None:
+            self.install_task.on_finished = lambda task: None
+            self.install_task.cancel()
+            self.install_task = None
         self.backend.stop()
 
 

@@ -7,24 +7,11 @@ import json
 import platform
 import sys
 from collections.abc import Iterable
-from configparser import ConfigParser
-from pathlib import Path
 
 from qgis.core import Qgis
 from qgis.PyQt.QtCore import PYQT_VERSION_STR, QT_VERSION_STR
 
-from .resources import RESOURCES
-
-METADATA_CANDIDATES = (Path(__file__).resolve().parent / "metadata.txt", RESOURCES.parent / "metadata.txt")
-
-
-def plugin_version() -> str:
-    for path in METADATA_CANDIDATES:
-        if path.is_file():
-            parser = ConfigParser(interpolation=None)
-            parser.read(path, encoding="utf-8")
-            return parser.get("general", "version", fallback="unknown")
-    return "unknown"
+from .installer import PLUGIN_VERSION
 
 
 def diagnostics_text(
@@ -33,10 +20,11 @@ def diagnostics_text(
     child_state: str,
     child_lines: Iterable[str],
     errors: Iterable[str],
+    install_log: Iterable[str] = (),
 ) -> str:
     lines = [
         "RSCoVLM for QGIS diagnostics",
-        f"plugin {plugin_version()}; QGIS {Qgis.QGIS_VERSION}; Qt {QT_VERSION_STR}; PyQt {PYQT_VERSION_STR}",
+        f"plugin {PLUGIN_VERSION}; QGIS {Qgis.QGIS_VERSION}; Qt {QT_VERSION_STR}; PyQt {PYQT_VERSION_STR}",
         f"Python {sys.version.split()[0]}; {platform.platform()}",
         "",
         "settings: " + json.dumps(settings, sort_keys=True),
@@ -48,5 +36,8 @@ def diagnostics_text(
         "",
         "backend output (last lines):",
         *(f"  {line}" for line in list(child_lines)[-40:]),
+        "",
+        "backend installer log (last lines):",
+        *(f"  {line}" for line in list(install_log)[-60:]),
     ]
     return "\n".join(lines) + "\n"

@@ -31,10 +31,11 @@ from qgis.PyQt.QtWidgets import (
 from .controller import Controller, RunInput, canvas_pixel_size
 from .resources import icon
 from .settings import ZOOM_CHOICES
-from .task_request import DOTA_CLASSES, TASK_KINDS, TASKS, split_classes
+from .task_request import CHANGE_CHOICES, DOTA_CLASSES, TASK_KINDS, TASKS, split_classes
 
 EXTENT_CANVAS, EXTENT_LAYER, EXTENT_DRAWN = "canvas", "layer", "drawn"
 MODEL_DEFAULT = "model default"
+OBJECT_TASKS = ("detect", "change")  # asked per object class, tile by tile
 STATUS_COLORS = {"running": "#2e7d32", "starting": "#f9a825", "stopped": "#757575", "error": "#c62828"}
 
 
@@ -104,6 +105,14 @@ class RSCoVLMDock(QDockWidget):
         form = QFormLayout(box)
         self.layer_combo = QgsMapLayerComboBox()
         self.layer_combo.setFilters(Qgis.LayerFilter.RasterLayer)
+        self.after_combo = QgsMapLayerComboBox()  # the second date of a comparison
+        self.after_combo.setFilters(Qgis.LayerFilter.RasterLayer)
+        self.after_combo.setToolTip("The later raster of the same place: any CRS, resolution or extent (it is read on the earlier raster's grid).")
+        self.layer_combo.layerChanged.connect(self._earlier_chosen)
+        self._earlier_chosen(self.layer_combo.currentLayer())
+        self.change_kinds = QComboBox()
+        for title, kinds in CHANGE_CHOICES:
+            self.change_kinds.addItem(title, kinds)
         self.task_combo = QComboBox()
         for kind in TASK_KINDS:
             self.task_combo.addItem(kind.title, kind.name)
@@ -152,8 +161,13 @@ class RSCoVLMDock(QDockWidget):
         self.zoom = QComboBox()
         self.zoom.addItems(list(ZOOM_CHOICES))
         self.zoom.setCurrentText(settings.zoom)
-        form.addRow("Raster", self.layer_combo)
+        self.raster_label = QLabel("Raster")
+        form.addRow(self.raster_label, self.layer_combo)
         form.addRow("Task", self.task_combo)
+        self.after_label = QLabel("Compared with")
+        form.addRow(self.after_label, self.after_combo)
+        self.change_kinds_label = QLabel("Look for")
+        form.addRow(self.change_kinds_label, self.change_kinds)
         self.classes_label = QLabel("Classes")
         form.addRow(self.classes_label, self.dota_classes)
         form.addRow("", self.classes_edit)
@@ -218,18 +232,23 @@ class RSCoVLMDock(QDockWidget):
 
     def _task_changed(self) -> None:
         kind = TASKS[self.current_task()]
-        detect = kind.name == "detect"
-        self.dota_classes.setVisible(detect)
+        objects = kind.name in OBJECT_TASKS
+        self.dota_classes.setVisible(objects)
         self.classes_label.setVisible(kind.needs == "classes")
-        self.classes_label.setText("Classes" if detect else "Scene classes")
+        self.classes_label.setText("Classes" if objects else "Scene classes")
         self.classes_edit.setVisible(kind.needs == "classes")
-        self.classes_edit.setPlaceholderText("more classes, comma separated" if detect else "e.g. airport, harbor, farmland, residential")
+        self.classes_edit.setPlaceholderText("more classes, comma separated" if objects else "e.g. airport, harbor, farmland, residential")
+        self.raster_label.setText("Earlier raster" if kind.two_dates else "Raster")
+        for widget in (self.after_combo, self.after_label):
+            widget.setVisible(kind.two_dates)
+        for widget in (self.change_kinds, self.change_kinds_label):
+            widget.setVisible(kind.name == "change")
         self.text_edit.setVisible(kind.needs in ("expression", "question"))
         self.text_label.setVisible(kind.needs in ("expression", "question"))
         self.text_label.setText("Find" if kind.needs == "expression" else "Question")
         self.text_edit.setPlaceholderText("e.g. the white ship next to the pier" if kind.needs == "expression" else "e.g. How many planes are parked?")
-        self.tile_size.setVisible(detect)
-        self.tile_label.setVisible(detect)
+        self.tile_size.setVisible(objects)
+        self.tile_label.setVisible(objects)
         for widget in (self.zoom, self.zoom_label, self.choices_edit, self.choices_label):  # the Zoom-in Chain: questions only
             widget.setVisible(kind.name == "ask")
         for widget in (self.box_form, self.box_form_label):
@@ -237,13 +256,17 @@ class RSCoVLMDock(QDockWidget):
         for widget in (self.features_combo, self.features_label):
             widget.setVisible(kind.name == "describe")
 
+    def _earlier_chosen(self, layer) -> None:
+        """The later date is another raster: the earlier one is not offered again."""
+        self.after_combo.setExceptedLayerList([layer] if layer is not None else [])
+
     def _classes_ticked(self, *_) -> None:
         checked = list(self.dota_classes.checkedItems())
         self.checked_order = [c for c in self.checked_order if c in checked] + [c for c in checked if c not in self.checked_order]
 
     def classes(self) -> list[str]:
         """The ticked classes in the order they were ticked, then the typed ones."""
-        chosen = list(self.checked_order) if self.current_task() == "detect" else []
+        chosen = list(self.checked_order) if self.current_task() in OBJECT_TASKS else []
         return list(dict.fromkeys(chosen + split_classes(self.classes_edit.text())))
 
     def run_input(self) -> RunInput:
@@ -263,12 +286,14 @@ class RSCoVLMDock(QDockWidget):
             extent=extent,
             extent_crs=crs,
             pixel_size=pixel_size,
-            tile_size=(self.tile_size.value() or None) if self.current_task() == "detect" else None,
+            tile_size=(self.tile_size.value() or None) if self.current_task() in OBJECT_TASKS else None,
             gsd=self.gsd.value() or None,
             zoom=self.zoom.currentText() if self.current_task() == "ask" else None,
             box_form=self.box_form.currentData() if self.current_task() == "ground" else None,
             choices=[c for c in self.choices_edit.text().split(";") if c.strip()] if self.current_task() == "ask" else [],
             features=self.features_combo.currentLayer() if self.current_task() == "describe" else None,
+            layer_after=self.after_combo.currentLayer() if TASKS[self.current_task()].two_dates else None,
+            change_kinds=list(self.change_kinds.currentData()) if self.current_task() == "change" else [],
         )
 
     def run(self) -> bool:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from qgis.core import Qgis, QgsCoordinateTransformContext, QgsFeedback, QgsMessageLog, QgsTask
 from qgis.PyQt.QtCore import QThread, pyqtSignal
@@ -58,12 +59,13 @@ class JobFiles:
             _quietly(lambda path=path: BackendClient(self.connection, self.timeout_s).delete(path))
         shutil.rmtree(self.scratch, ignore_errors=True)
 
-    def raster(self, raster: RasterInput, context: QgsCoordinateTransformContext) -> str:
-        """The raster as the backend sees it: its file, or a GeoTIFF of the extent; uploaded if need be."""
+    def raster(self, raster: RasterInput, context: QgsCoordinateTransformContext, name: str = "extent") -> str:
+        """The raster as the backend sees it: its file, or a GeoTIFF of the extent (`name`.tif);
+        uploaded if need be."""
         path = raster.file
         if path is None:
             log(f"writing '{raster.layer_name}' ({raster.export.columns} x {raster.export.rows} px) to a temporary GeoTIFF")
-            path = write_geotiff(raster, str(self.scratch / "extent.tif"), context)
+            path = write_geotiff(raster, str(self.scratch / f"{name}.tif"), context)
             if self.feedback.isCanceled():
                 raise _cancelled()
         return self.upload(path, "/rasters")["raster"] if self.connection.uploads else path
@@ -146,9 +148,11 @@ def run_job(
     poll_ms: int = 500,
     on_progress: Callable[[int, int], None] | None = None,
     on_partial: Callable[[dict], None] | None = None,
+    raster_after: RasterInput | None = None,
 ) -> dict:
-    """The JobStatus of the finished task job (its `result` holds the TaskResult). Raises
-    BackendError (kind 'cancelled' after the job was cancelled on the backend) or InputProblem."""
+    """The JobStatus of the finished task job (its `result` holds the TaskResult); a comparison
+    of two dates sends `raster_after` as the later raster. Raises BackendError (kind 'cancelled'
+    after the job was cancelled on the backend) or InputProblem."""
     if feedback.isCanceled():
         raise _cancelled()
     seen = None
@@ -166,6 +170,8 @@ def run_job(
     try:
         with JobFiles(connection, timeout_s, feedback) as files:
             request = {**body, "raster": files.raster(raster, context)}
+            if raster_after is not None:
+                request["raster_after"] = files.raster(raster_after, context, "after")
             log(f"{request['task']} on {request['raster']}")
             return submit_and_follow(connection, "/jobs", request, feedback, timeout_s, poll_ms, show)
     except (BackendError, InputProblem):
@@ -207,11 +213,13 @@ class JobTask(QgsTask):
         on_finished: Callable[[JobTask], None],
         timeout_s: float = 30.0,
         poll_ms: int = 500,
+        raster_after: RasterInput | None = None,
     ):
         # Silent: the plugin tells the user itself (one message bar entry); no "Task complete" too.
         super().__init__(description, QgsTask.Flag.CanCancel | QgsTask.Flag.Silent)
         self.connection = connection
         self.raster = raster
+        self.raster_after = raster_after
         self.body = body
         self.context = context
         self.on_finished = on_finished
@@ -235,7 +243,8 @@ class JobTask(QgsTask):
     def run(self) -> bool:
         try:
             self.status = run_job(
-                self.connection, self.raster, self.body, self.context, self.feedback, self.timeout_s, self.poll_ms, self._progress, self.partial.emit
+                self.connection, self.raster, self.body, self.context, self.feedback, self.timeout_s, self.poll_ms, self._progress, self.partial.emit,
+                self.raster_after,
             )
             return True
         except (BackendError, InputProblem) as exc:

@@ -52,9 +52,9 @@ PALETTE = (
 )  # fmt: skip
 DETECTION_FILL_ALPHA = 40  # of 255: a hint of the class colour inside the outline, the imagery still visible
 STYLES = {"detect": "detections", "ground": "grounding", "caption": "answer", "classify": "answer", "ask": "answer", "describe": "answer",
-          "zoom": "zoom"}
+          "zoom": "zoom", "change": "changes", "change_caption": "answer"}
 TITLES = {"detect": "Detections", "ground": "Grounding", "caption": "Caption", "classify": "Scene class", "ask": "Answer",
-          "describe": "Described features", "zoom": "Zoom regions"}
+          "describe": "Described features", "zoom": "Zoom regions", "change": "Changes", "change_caption": "Description of the changes"}
 
 
 def crs_from_text(text: str | None) -> QgsCoordinateReferenceSystem:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 from qgis.core import Qgis
 from qgis.PyQt.QtWidgets import QPushButton
@@ -28,6 +28,8 @@ BUTTON_FOR_KIND = {
     "failed": "log",
     "server": "log",
     "backend": "log",
+    "install": "log",  # the installer's output is in its log file, quoted by Copy diagnostics
+    "version": "settings",
 }
 
 

@@ -61,7 +61,7 @@ class RSCoVLMPlugin:
             self.controller.refresh_status()
 
     def open_settings(self) -> None:
-        dialog = SettingsDialog(PluginSettings.load(), self.iface.mainWindow())
+        dialog = SettingsDialog(PluginSettings.load(), self.iface.mainWindow(), self.controller.install_backend if self.controller else None)
         if dialog.exec() == QDialog.DialogCode.Accepted:
             dialog.values().save()
             if self.controller is not None:

@@ -19,26 +19,12 @@ from qgis.core import Qgis
 from qgis.PyQt.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, pyqtSignal
 
 from .client import Connection
+from .environment import clean_environment
 from .jobs import log
 from .settings import PluginSettings
 
-STRIPPED_NAMES = {
-    "PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONEXECUTABLE", "PYTHONUSERBASE", "VIRTUAL_ENV",
-    "LD_LIBRARY_PATH", "LD_PRELOAD", "DYLD_LIBRARY_PATH", "DYLD_FALLBACK_LIBRARY_PATH", "DYLD_FRAMEWORK_PATH",
-    "PROJ_LIB", "PROJ_DATA", "PROJ_NETWORK", "QT_PLUGIN_PATH", "QT_QPA_PLATFORM_PLUGIN_PATH",
-}  # fmt: skip
-STRIPPED_PREFIXES = ("GDAL_", "CPL_", "OGR_", "QGIS_", "PYQGIS_", "OSGEO4W", "GEOTIFF_", "GISBASE")
 READY_LINE = re.compile(r"^serving (?P<model>.+) at (?P<url>https?://\S+)\s*$")
 TOKEN_VARIABLE = "RSCOVLM_TOKEN"
-
-
-def clean_environment(environment: dict[str, str]) -> dict[str, str]:
-    """The environment without what QGIS set for its own Python, GDAL and PROJ."""
-    return {
-        name: value
-        for name, value in environment.items()
-        if name.upper() not in STRIPPED_NAMES and not name.upper().startswith(STRIPPED_PREFIXES)
-    }
 
 
 def serve_command(settings: PluginSettings, server_file: str) -> list[str]:

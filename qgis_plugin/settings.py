@@ -43,6 +43,7 @@ class PluginSettings:
     tile_size: int = 0  # 0: the model's own (the tile it was trained on)
     gsd: float = 0.0  # 0: native
     zoom: str = "auto"
+    backend_folder: str = ""  # where Install backend... builds the environment; empty: in the QGIS profile folder
 
     @classmethod
     def load(cls) -> PluginSettings:

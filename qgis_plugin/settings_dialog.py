@@ -1,5 +1,6 @@
 """The backend settings: start a local backend (its command or Python, model, adapter,
-quantisation, device) or connect to a URL with a token."""
+quantisation, device) or connect to a URL with a token; Install backend... builds that backend's
+environment (the controller runs the installer)."""
 
 from __future__ import annotations
 
@@ -12,17 +13,21 @@ from qgis.PyQt.QtWidgets import (
     QDialogButtonBox,
     QFormLayout,
     QGroupBox,
+    QHBoxLayout,
     QLineEdit,
+    QPushButton,
     QRadioButton,
     QSpinBox,
     QVBoxLayout,
 )
 
+from .installer import TORCH_CHOICES
 from .settings import DEVICE_CHOICES, QUANTIZE_CHOICES, PluginSettings
 
 
 class SettingsDialog(QDialog):
-    def __init__(self, settings: PluginSettings, parent=None):
+    def __init__(self, settings: PluginSettings, parent=None, install=None):
+        """`install(torch, bundle)`: starts Install backend... (None: no such button)."""
         super().__init__(parent)
         self.setWindowTitle("RSCoVLM settings")
         self.settings = settings
@@ -56,6 +61,26 @@ class SettingsDialog(QDialog):
         self.batch_size.setRange(1, 64)
         self.batch_size.setValue(settings.batch_size)
         local_form.addRow("Command or Python", self.command)
+        self.backend_folder = QgsFileWidget()
+        self.backend_folder.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
+        self.backend_folder.setFilePath(settings.backend_folder)
+        self.backend_folder.lineEdit().setPlaceholderText("in the QGIS profile folder")
+        self.torch = QComboBox()
+        self.torch.addItems(TORCH_CHOICES)
+        self.torch.setToolTip("auto: the CUDA build that fits the NVIDIA driver, PyPI's on macOS, else the CPU build")
+        self.bundle = QgsFileWidget()
+        self.bundle.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
+        self.bundle.setToolTip("An offline bundle folder (make bundle): installs with no network")
+        row = QHBoxLayout()
+        row.addWidget(self.torch)
+        row.addWidget(self.bundle, 1)
+        if install is not None:
+            install_button = QPushButton("Install backend…")
+            install_button.setToolTip("Builds the backend's own environment in the backend folder and sets the command to it")
+            install_button.clicked.connect(lambda: self._install(install))
+            row.addWidget(install_button)
+        local_form.addRow("Backend folder", self.backend_folder)
+        local_form.addRow("PyTorch build, offline bundle", row)
         local_form.addRow("Model", self.model)
         local_form.addRow("LoRA adapter", self.adapter)
         local_form.addRow("Quantisation", self.quantize)
@@ -94,6 +119,12 @@ class SettingsDialog(QDialog):
         local_box.setEnabled(self.local.isChecked())
         remote_box.setEnabled(self.remote.isChecked())
 
+    def _install(self, install) -> None:
+        """What is typed here is kept; the installer then sets the command when it is done."""
+        self.values().save()
+        if install(self.torch.currentText(), self.bundle.filePath().strip()):
+            self.accept()
+
     def values(self) -> PluginSettings:
         s = self.settings
         s.mode = "remote" if self.remote.isChecked() else "local"
@@ -107,4 +138,5 @@ class SettingsDialog(QDialog):
         s.token = self.token.text().strip()
         s.upload_rasters = self.upload.isChecked()
         s.timeout_s = self.timeout.value()
+        s.backend_folder = self.backend_folder.filePath().strip()
         return s

@@ -33,7 +33,7 @@ DOTA_CLASSES = (
 )
 # What a layer's name says the answer is; the full request goes into the layer's metadata.
 NAME_TITLES = {"detect": "Detect", "ground": "Find", "caption": "Caption", "classify": "Class", "ask": "Ask", "describe": "Described",
-               "zoom": "Zoom"}
+               "zoom": "Zoom", "change": "Changes", "change_caption": "Changes"}
 NAME_TEXT_CHARS = 24  # of an expression or a question, before '…'
 NAME_CLASSES = 2  # classes named before '+N'
 
@@ -45,6 +45,7 @@ class TaskKind:
     title: str  # what the user sees
     needs: str | None  # "classes", "expression", "question", "features" or None
     text_answer: bool  # answered in words (shown in the dock and history)
+    two_dates: bool = False  # asked of an earlier raster and a later one of the same place
 
 
 TASK_KINDS = (
@@ -54,6 +55,15 @@ TASK_KINDS = (
     TaskKind("classify", "Classify", "classes", True),
     TaskKind("ask", "Ask", "question", True),
     TaskKind("describe", "Describe features", "features", False),
+    TaskKind("change", "Compare two dates", "classes", False, True),
+    TaskKind("change_caption", "Describe the changes", None, True, True),
+)
+# What `change` looks for per class (the backend's options.change_kinds), as the user picks it.
+CHANGE_CHOICES = (
+    ("changed (either way)", ["changed"]),
+    ("appeared", ["appeared"]),
+    ("disappeared", ["disappeared"]),
+    ("appeared and disappeared, apart", ["appeared", "disappeared"]),
 )
 MAX_REGIONS = 1000  # the backend's limit (backend.contract.MAX_REGIONS)
 TASKS = {kind.name: kind for kind in TASK_KINDS}
@@ -83,14 +93,21 @@ def build_request(
     choices: list[str] | None = None,
     regions: list[tuple[float, float, float, float]] | None = None,
     regions_crs: str | None = None,
+    raster_after: str | None = None,
+    change_kinds: list[str] | None = None,
 ) -> dict:
     """A TaskRequest body. `text` is the expression (ground) or the question (ask); `choices`
     make the question multiple choice; `regions` are the boxes of the features to describe, in
-    `regions_crs`; `box_form` 'polygon' asks grounding for a rotated polygon."""
+    `regions_crs`; `box_form` 'polygon' asks grounding for a rotated polygon; `raster_after` is
+    the later raster of a comparison of two dates, `change_kinds` what changes it looks for."""
     kind = TASKS.get(task)
     if kind is None:
         raise RequestProblem(f"Unknown task '{task}'. Choose one of: {', '.join(TASKS)}.")
     body: dict = {"task": task, "raster": raster}
+    if kind.two_dates:
+        if raster_after is None:
+            raise RequestProblem("No later raster given. Choose the raster of the second date beside 'Compared with'.")
+        body["raster_after"] = raster_after
     if extent is not None and kind.needs != "features":  # features are described where they are, with context
         body["extent"] = [float(v) for v in extent]
         if extent_crs:
@@ -98,7 +115,8 @@ def build_request(
     if kind.needs == "classes":
         cleaned = list(dict.fromkeys(c.strip() for c in classes or [] if c and c.strip()))
         if not cleaned:
-            what = "object classes to detect (e.g. plane, ship)" if task == "detect" else "scene classes to choose from (e.g. airport, harbor, farmland)"
+            what = {"detect": "object classes to detect (e.g. plane, ship)", "change": "object classes whose changes to find (e.g. building, small vehicle)"}.get(
+                task, "scene classes to choose from (e.g. airport, harbor, farmland)")
             raise RequestProblem(f"No classes given. Enter the {what}.")
         body["classes"] = cleaned
     elif kind.needs == "expression":
@@ -123,7 +141,7 @@ def build_request(
         if regions_crs:
             body["extent_crs"] = regions_crs
     options: dict = {}
-    if tile_size:  # the overlap that goes with it is the backend's: a quarter of the tile
+    if tile_size and task in ("detect", "change"):  # the overlap that goes with it is the backend's: a quarter of the tile
         options["tile_size"] = int(tile_size)
     if gsd:
         options["gsd"] = float(gsd)
@@ -131,6 +149,8 @@ def build_request(
         options["zoom"] = zoom
     if box_form and task == "ground" and box_form != "hbox":
         options["box_form"] = box_form
+    if change_kinds and task == "change" and list(change_kinds) != ["changed"]:
+        options["change_kinds"] = list(change_kinds)
     if options:
         body["options"] = options
     return body

@@ -1,9 +1,10 @@
 """The training algorithms of the `rscovlm` provider: "Export training data" (a raster and its
-labelled polygons -> a dataset folder) and "Fine-tune" (datasets -> an adapter or a checkpoint).
-Both run as training jobs of the backend (`POST /training/export`, `/training/fit`), so a
-fine-tuning run lives in the backend's environment, never in QGIS; progress, loss, learning rate
-and validation come back through `feedback`, and cancelling stops the job (a fit keeps a
-checkpoint: running the same algorithm again resumes it).
+labelled polygons -> a dataset folder), "Fine-tune" (datasets -> an adapter or a checkpoint) and
+"Reinforce (GRPO)" (datasets and task rewards -> an adapter). They run as training jobs of the
+backend (`POST /training/export`, `/training/fit`, `/training/grpo`), so a training run lives in
+the backend's environment, never in QGIS; progress, loss or rewards, and validation come back
+through `feedback`, and cancelling stops the job (a fit or a GRPO run keeps a checkpoint: running
+the same algorithm again resumes it).
 
 Folders are paths on the backend's machine, which is this one for a local backend. For a backend
 elsewhere the raster and the labels are uploaded; dataset and run folders are then its paths.
@@ -38,7 +39,7 @@ from .raster_input import InputProblem, RasterInput, prepare_raster
 from .resources import icon
 from .settings import PluginSettings
 from .task_request import RequestProblem
-from .training_request import METHODS, build_export_request, build_fit_request
+from .training_request import METHODS, build_export_request, build_fit_request, build_grpo_request
 
 # How long a cancelled job is followed until it has stopped: an export stops after a tile; a
 # fit after its step, and then writes a checkpoint (a minute or two for a 7B model).
@@ -246,10 +247,47 @@ class ExportTrainingDataAlgorithm(TrainingAlgorithm):
         }
 
 
-class FineTuneAlgorithm(TrainingAlgorithm):
-    MODEL, METHOD, CONFIG, DATA, VAL_DATA, MAX_STEPS = "MODEL", "METHOD", "CONFIG", "DATA", "VAL_DATA", "MAX_STEPS"
-    MERGE, SETTINGS, OVERWRITE = "MERGE", "SETTINGS", "OVERWRITE"
-    OUTPUT, RESULT, VAL_LOSS, VAL_AP_NC = "OUTPUT", "RESULT", "VAL_LOSS", "VAL_AP_NC"
+class ModelTrainingAlgorithm(TrainingAlgorithm):
+    """Fine-tune and Reinforce: a base model, datasets, a run folder, a config and settings."""
+
+    MODEL, CONFIG, DATA, MAX_STEPS = "MODEL", "CONFIG", "DATA", "MAX_STEPS"
+    MERGE, SETTINGS, OVERWRITE, OUTPUT, RESULT = "MERGE", "SETTINGS", "OVERWRITE", "OUTPUT", "RESULT"
+
+    def add_model_parameter(self) -> None:
+        model = PluginSettings.load().model or None
+        self.addParameter(QgsProcessingParameterString(self.MODEL, "Base model: checkpoint folder on the backend's machine, or a hub id", model))
+
+    def add_data_parameter(self) -> None:
+        self.addParameter(QgsProcessingParameterString(self.DATA, "Training data: dataset folders (folder*K repeats, folder%P keeps P percent)"))
+
+    def add_run_parameters(self, max_steps_label: str, config_label: str, settings_example: str, merge_label: str) -> None:
+        """The steps, the advanced settings and the run folder, in the dialog's order."""
+        self.addParameter(_integer(self.MAX_STEPS, max_steps_label, 0, 0))
+        for parameter in (
+            QgsProcessingParameterString(self.CONFIG, config_label, optional=True),
+            QgsProcessingParameterString(self.SETTINGS, f"Other settings as key=value, comma separated (e.g. {settings_example})", optional=True),
+            QgsProcessingParameterBoolean(self.MERGE, merge_label, False),
+            QgsProcessingParameterBoolean(self.OVERWRITE, "Start over if the run folder holds another run", False),
+        ):
+            self.addParameter(_advanced(parameter))
+        self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT, "Run folder"))
+
+    def run_request(self, build, describe, feedback: QgsProcessingFeedback) -> tuple[dict, dict]:
+        """`build()` the request body (its problems as the algorithm's error), log `describe(body,
+        connection)`, run it as a backend job; the body and the finished job's status."""
+        settings = PluginSettings.load()
+        try:
+            body = build()
+            connection = resolve_connection(settings)
+        except (RequestProblem, BackendError) as exc:
+            raise QgsProcessingException(str(exc)) from None
+        feedback.pushInfo(describe(body, connection))
+        with JobFiles(connection, float(settings.timeout_s), feedback) as files:
+            return body, self.run_on_backend(body, feedback, files, settings)
+
+
+class FineTuneAlgorithm(ModelTrainingAlgorithm):
+    METHOD, VAL_DATA, VAL_LOSS, VAL_AP_NC = "METHOD", "VAL_DATA", "VAL_LOSS", "VAL_AP_NC"
     ROUTE = "/training/fit"
     SETTLE_S = FIT_SETTLE_S
 
@@ -274,28 +312,19 @@ class FineTuneAlgorithm(TrainingAlgorithm):
         )
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        model = PluginSettings.load().model or None
-        self.addParameter(QgsProcessingParameterString(self.MODEL, "Base model: checkpoint folder on the backend's machine, or a hub id", model))
+        self.add_model_parameter()
         self.addParameter(QgsProcessingParameterEnum(self.METHOD, "Method", list(METHODS), False, 0))
-        self.addParameter(QgsProcessingParameterString(self.DATA, "Training data: dataset folders (folder*K repeats, folder%P keeps P percent)"))
+        self.add_data_parameter()
         self.addParameter(QgsProcessingParameterString(self.VAL_DATA, "Validation data (default: the val split of the training data)", optional=True))
-        self.addParameter(_integer(self.MAX_STEPS, "Optimizer steps (0: the config's epochs)", 0, 0))
-        for parameter in (
-            QgsProcessingParameterString(self.CONFIG, "Config: lora, full or a YAML file on the backend's machine (default: the method's)", optional=True),
-            QgsProcessingParameterString(self.SETTINGS, "Other settings as key=value, comma separated (e.g. lora_r=8, learning_rate=5e-5)", optional=True),
-            QgsProcessingParameterBoolean(self.MERGE, "LoRA: also write the adapter merged into a full checkpoint", False),
-            QgsProcessingParameterBoolean(self.OVERWRITE, "Start over if the run folder holds another run", False),
-        ):
-            self.addParameter(_advanced(parameter))
-        self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT, "Run folder"))
+        self.add_run_parameters("Optimizer steps (0: the config's epochs)", "Config: lora, full or a YAML file on the backend's machine (default: the method's)",
+                                "lora_r=8, learning_rate=5e-5", "LoRA: also write the adapter merged into a full checkpoint")
         self.addOutput(QgsProcessingOutputFolder(self.RESULT, "Adapter or checkpoint folder"))
         self.addOutput(QgsProcessingOutputNumber(self.VAL_LOSS, "Validation loss"))
         self.addOutput(QgsProcessingOutputNumber(self.VAL_AP_NC, "Validation AP_nc"))
 
     def processAlgorithm(self, parameters, context: QgsProcessingContext, feedback: QgsProcessingFeedback):  # noqa: N802
-        settings = PluginSettings.load()
-        try:
-            body = build_fit_request(
+        body, status = self.run_request(
+            lambda: build_fit_request(
                 self.parameterAsString(parameters, self.MODEL, context),
                 self.parameterAsString(parameters, self.DATA, context),
                 self.parameterAsFileOutput(parameters, self.OUTPUT, context),
@@ -306,13 +335,10 @@ class FineTuneAlgorithm(TrainingAlgorithm):
                 self.parameterAsBoolean(parameters, self.MERGE, context),
                 self.parameterAsString(parameters, self.SETTINGS, context),
                 self.parameterAsBoolean(parameters, self.OVERWRITE, context),
-            )  # fmt: skip
-            connection = resolve_connection(settings)
-        except (RequestProblem, BackendError) as exc:
-            raise QgsProcessingException(str(exc)) from None
-        feedback.pushInfo(f"fine-tuning {body['model']} ({body['method']}, config {body['config']}) on {body['data']} via {connection.url}")
-        with JobFiles(connection, float(settings.timeout_s), feedback) as files:
-            status = self.run_on_backend(body, feedback, files, settings)
+            ),
+            lambda body, connection: f"fine-tuning {body['model']} ({body['method']}, config {body['config']}) on {body['data']} via {connection.url}",
+            feedback,
+        )  # fmt: skip
         outputs, summary = status.get("outputs") or {}, status.get("result") or {}
         result = outputs.get("adapter") or outputs.get("model")
         feedback.pushInfo(f"trained {summary.get('steps')} step(s); wrote {result}")
@@ -339,4 +365,75 @@ class FineTuneAlgorithm(TrainingAlgorithm):
         self._logged = (max(step, self._logged[0]), validation)
 
 
-TRAINING_ALGORITHMS = (ExportTrainingDataAlgorithm, FineTuneAlgorithm)
+class ReinforceAlgorithm(ModelTrainingAlgorithm):
+    ADAPTER, REWARD = "ADAPTER", "REWARD"
+    ROUTE = "/training/grpo"
+    SETTLE_S = FIT_SETTLE_S
+
+    def __init__(self):
+        super().__init__()
+        self._logged = 0  # the step last written to the log
+
+    def name(self) -> str:
+        return "reinforce"
+
+    def displayName(self) -> str:  # noqa: N802
+        return "Reinforce (GRPO)"
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return (
+            "<p>Reinforcement fine-tuning with task rewards (<code>rscovlm train grpo</code>, GRPO on TRL): for each "
+            "detection, grounding, classification, question or caption sample of the datasets the model answers several "
+            "times, every answer is scored against the sample's answer (boxes by IoU, classes and answers by match, "
+            "captions by ROUGE-L, nothing for an answer out of form) and a LoRA adapter learns from the better ones. "
+            "Start from the base model, or from a Fine-tune adapter (merged in first).</p>"
+            "<p>Runs as a job of the RSCoVLM backend; the mean reward per task is logged here. Cancelling writes a "
+            "checkpoint: run the algorithm again with the same settings to resume.</p>"
+        )
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.add_model_parameter()
+        self.addParameter(QgsProcessingParameterString(self.ADAPTER, "Fine-tune adapter to start from (optional)", optional=True))
+        self.add_data_parameter()
+        self.add_run_parameters("Optimizer steps (0: the config's)", "Config: grpo or a YAML file on the backend's machine", "beta=0.0, num_generations=8",
+                                "Also write the adapter merged into a full checkpoint")
+        self.addOutput(QgsProcessingOutputFolder(self.RESULT, "Adapter folder"))
+        self.addOutput(QgsProcessingOutputNumber(self.REWARD, "Mean reward of the last step"))
+
+    def processAlgorithm(self, parameters, context: QgsProcessingContext, feedback: QgsProcessingFeedback):  # noqa: N802
+        def describe(body: dict, connection) -> str:
+            start = f" from {body['adapter']}" if body.get("adapter") else ""
+            return f"GRPO on {body['model']}{start} (config {body['config']}) with {body['data']} via {connection.url}"
+
+        body, status = self.run_request(
+            lambda: build_grpo_request(
+                self.parameterAsString(parameters, self.MODEL, context),
+                self.parameterAsString(parameters, self.DATA, context),
+                self.parameterAsFileOutput(parameters, self.OUTPUT, context),
+                self.parameterAsString(parameters, self.ADAPTER, context),
+                self.parameterAsString(parameters, self.CONFIG, context),
+                self.parameterAsInt(parameters, self.MAX_STEPS, context),
+                self.parameterAsBoolean(parameters, self.MERGE, context),
+                self.parameterAsString(parameters, self.SETTINGS, context),
+                self.parameterAsBoolean(parameters, self.OVERWRITE, context),
+            ),
+            describe,
+            feedback,
+        )  # fmt: skip
+        outputs, summary = status.get("outputs") or {}, status.get("result") or {}
+        feedback.pushInfo(f"trained {summary.get('steps')} step(s) on {summary.get('prompts')} prompt(s); wrote {outputs.get('adapter')}")
+        for reason, count in (summary.get("left_out") or {}).items():
+            feedback.pushWarning(f"left out {count} sample(s): {reason}")
+        return {self.OUTPUT: outputs.get("run") or body["out"], self.RESULT: outputs.get("adapter"),
+                self.REWARD: (status.get("progress") or {}).get("reward")}
+
+    def report(self, status: dict, feedback: QgsProcessingFeedback) -> None:
+        progress = status.get("progress") or {}
+        step = int(progress.get("done") or 0)
+        if step > self._logged and progress.get("rewards"):
+            rewards = ", ".join(f"{task} {value:.3f}" for task, value in progress["rewards"].items())
+            feedback.pushInfo(f"step {step}/{progress.get('total')}  mean reward {progress.get('reward') or 0:.3f}  ({rewards})")
+            self._logged = step
+
+
+TRAINING_ALGORITHMS = (ExportTrainingDataAlgorithm, FineTuneAlgorithm, ReinforceAlgorithm)

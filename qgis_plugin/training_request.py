@@ -1,5 +1,5 @@
-"""What the training algorithms ask, as the backend's ExportTrainingRequest and FitTrainingRequest
-JSON (resources/openapi.json). Pure Python, like task_request.py."""
+"""What the training algorithms ask, as the backend's ExportTrainingRequest, FitTrainingRequest and
+GrpoTrainingRequest JSON (resources/openapi.json). Pure Python, like task_request.py."""
 
 from __future__ import annotations
 
@@ -56,6 +56,25 @@ def data_spec(text: str) -> str:
     return ",".join(_split(text))
 
 
+def _run_request(model: str, data: str, out: str, config: str, max_steps: int, merge: bool, overrides: str, overwrite: bool) -> dict:
+    """What a fit and a GRPO request share: the base model, the data, the run folder, the config,
+    the steps, merge, settings and overwrite, each checked."""
+    if not model.strip():
+        raise RequestProblem("No base model given. Enter a checkpoint folder on the backend's machine, or a hub id.")
+    spec = data_spec(data)
+    if not spec:
+        raise RequestProblem("No training data given. Enter dataset folders written by Export training data.")
+    if not out.strip():
+        raise RequestProblem("No run folder given. Choose where checkpoints and the result are written.")
+    body: dict = {"model": model.strip(), "data": spec, "out": out.strip(), "config": config, "merge": bool(merge), "overwrite": bool(overwrite)}
+    if max_steps:
+        body["max_steps"] = int(max_steps)
+    settings = _settings(overrides)
+    if settings:
+        body["overrides"] = settings
+    return body
+
+
 def build_fit_request(
     model: str,
     data: str,
@@ -72,30 +91,35 @@ def build_fit_request(
     fine-tuning needs full.yaml's learning rate, not LoRA's)."""
     if method not in METHODS:
         raise RequestProblem(f"Unknown method '{method}'. Choose one of: {', '.join(METHODS)}.")
-    if not model.strip():
-        raise RequestProblem("No base model given. Enter a checkpoint folder on the backend's machine, or a hub id.")
-    spec = data_spec(data)
-    if not spec:
-        raise RequestProblem("No training data given. Enter dataset folders written by Export training data.")
-    if not out.strip():
-        raise RequestProblem("No run folder given. Choose where checkpoints and the result are written.")
+    body = _run_request(model, data, out, config.strip() or ("full" if method == "full" else "lora"), max_steps, merge, overrides, overwrite)
+    body["method"] = method
+    if data_spec(val_data):
+        body["val_data"] = data_spec(val_data)
+    return body
+
+
+def _settings(overrides: str) -> list[str]:
+    """'lora_r=8, learning_rate=5e-5' -> ['lora_r=8', 'learning_rate=5e-5'], each checked."""
     settings = _split(overrides)
     malformed = [item for item in settings if "=" not in item or not item.split("=", 1)[0].strip()]
     if malformed:
         raise RequestProblem(f"Setting '{malformed[0]}' is not key=value. Write e.g. lora_r=8, learning_rate=5e-5.")
-    body: dict = {
-        "model": model.strip(),
-        "data": spec,
-        "out": out.strip(),
-        "method": method,
-        "config": config.strip() or ("full" if method == "full" else "lora"),
-        "merge": bool(merge),
-        "overwrite": bool(overwrite),
-    }
-    if data_spec(val_data):
-        body["val_data"] = data_spec(val_data)
-    if max_steps:
-        body["max_steps"] = int(max_steps)
-    if settings:
-        body["overrides"] = [f"{key.strip()}={value.strip()}" for key, value in (item.split("=", 1) for item in settings)]
+    return [f"{key.strip()}={value.strip()}" for key, value in (item.split("=", 1) for item in settings)]
+
+
+def build_grpo_request(
+    model: str,
+    data: str,
+    out: str,
+    adapter: str = "",
+    config: str = "",
+    max_steps: int = 0,
+    merge: bool = False,
+    overrides: str = "",
+    overwrite: bool = False,
+) -> dict:
+    """A GrpoTrainingRequest body; without a config the shipped grpo.yaml."""
+    body = _run_request(model, data, out, config.strip() or "grpo", max_steps, merge, overrides, overwrite)
+    if adapter.strip():
+        body["adapter"] = adapter.strip()
     return body

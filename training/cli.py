@@ -9,9 +9,11 @@ import sys
 from backend.resolution import DEFAULT_TILE_OVERLAP, DEFAULT_TILE_SIZE
 from training import fit as fitting
 from training.export import ExportOptions
+from training.grpo import add_arguments as grpo_arguments
 
 EXPORT_HELP = "cut a raster and its labelled polygons into tiles + RSCoVLM conversations + DOTA labels"
 FIT_HELP = "fine-tune (LoRA, QLoRA or full) on a data mixture; resumes when run again"
+GRPO_HELP = "reinforcement fine-tuning (GRPO, TRL) with task rewards, from a base or an SFT adapter; resumes when run again"
 MERGE_HELP = "merge a LoRA adapter into its base: a full checkpoint folder for --model"
 
 
@@ -48,6 +50,10 @@ def register(subparsers) -> None:
     fit = commands.add_parser("fit", help=FIT_HELP, description=FIT_HELP)
     fitting.add_arguments(fit)
     fit.set_defaults(handler=fitting.run)
+
+    grpo = commands.add_parser("grpo", help=GRPO_HELP, description=GRPO_HELP)
+    grpo_arguments(grpo)
+    grpo.set_defaults(handler=run_grpo)
 
     merge = commands.add_parser("merge", help=MERGE_HELP, description=MERGE_HELP)
     merge.add_argument("--model", required=True, help="the base checkpoint the adapter was trained on")
@@ -98,6 +104,12 @@ def run_export(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"wrote {args.out} (classes: {json.dumps(manifest['classes'])})")
     return 0
+
+
+def run_grpo(args: argparse.Namespace) -> int:
+    from training.grpo import run
+
+    return run(args)
 
 
 def run_merge(args: argparse.Namespace) -> int:

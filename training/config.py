@@ -1,6 +1,7 @@
-"""Fine-tuning settings: a YAML file (training/configs/lora.yaml, full.yaml) plus overrides.
+"""Training settings: a YAML file (training/configs/lora.yaml, full.yaml, grpo.yaml) plus
+overrides, read into a frozen dataclass (`FitConfig` here, `training.grpo_config.GrpoConfig`).
 
-Every key of the YAML file is a field of `FitConfig`; an unknown key is an error rather than a
+Every key of the YAML file is a field of the dataclass; an unknown key is an error rather than a
 silently ignored typo. `--set key=value` overrides any field from the command line.
 """
 
@@ -120,9 +121,9 @@ def config_path(value: str | Path) -> Path:
     raise UserError(f"config '{value}' is neither a file nor a shipped config ({names}).", "Give a YAML file or one of those names.")
 
 
-def load_config(path: str | Path | None = None, overrides: dict | None = None) -> FitConfig:
-    """The config of a YAML file or shipped config name (defaults when None) with `overrides`
-    applied and checked."""
+def load_settings(kind: type, check, path: str | Path | None = None, overrides: dict | None = None):
+    """A `kind` dataclass from a YAML file or shipped config name (defaults when None) with
+    `overrides` applied, then `check`ed (it raises UserError naming every problem)."""
     values: dict = {}
     if path is not None:
         path = config_path(path)
@@ -134,11 +135,16 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
             raise UserError(f"config {path} is not a mapping of keys to values.", "See training/configs/lora.yaml.")
         values.update(loaded)
     values.update(overrides or {})
-    fields = {f.name: f for f in dataclasses.fields(FitConfig)}
+    fields = {f.name: f for f in dataclasses.fields(kind)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise UserError(f"unknown config key(s): {', '.join(unknown)}.", f"Valid keys: {', '.join(fields)}.")
-    return _check(FitConfig(**{name: _coerce(name, value, fields[name].type) for name, value in values.items()}))
+    return check(kind(**{name: _coerce(name, value, fields[name].type) for name, value in values.items()}))
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> FitConfig:
+    """The fine-tuning config of a YAML file or shipped config name, with `overrides`."""
+    return load_settings(FitConfig, _check, path, overrides)
 
 
 def parse_overrides(items: list[str] | None) -> dict:

@@ -17,7 +17,7 @@ import json
 import math
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +29,8 @@ from backend.resolution import FACTOR, MAX_PIXELS, MIN_PIXELS, smart_resize
 
 IGNORE_INDEX = -100  # label of tokens the loss skips
 IMAGE_PLACEHOLDER = "<image>"
-TASKS = ("detect", "ground", "caption", "classify", "vqa", "zoom", "chat")
+VIDEO_PLACEHOLDER = "<video>"  # frames of one place in time order (bi-temporal samples), as RSCoVLM's data writes them
+TASKS = ("detect", "ground", "caption", "classify", "vqa", "zoom", "change", "change_caption", "chat")
 # Side scale range of the random rescaling; smart_resize then keeps the result in the pixel budget.
 RESCALE_RANGE = (0.5, 2.0)
 _SPEC = re.compile(r"^(?P<path>.+?)(?:\*(?P<repeat>\d+)|%(?P<percent>\d+(?:\.\d+)?))?$")
@@ -76,6 +77,7 @@ class Sample:
     images: tuple[Path, ...]
     messages: tuple[dict, ...]  # {"role", "content": str}
     resized_sizes: tuple[tuple[int, int] | None, ...]
+    videos: tuple[tuple[Path, ...], ...] = ()  # each the frames of one `<video>` placeholder
 
     def answer(self) -> str:
         return next(m["content"] for m in reversed(self.messages) if m["role"] == "assistant")
@@ -118,6 +120,11 @@ def _record_to_sample(record: dict, base: Path, where: str) -> Sample:
     placeholders = sum(m["content"].count(IMAGE_PLACEHOLDER) for m in messages if m["role"] == "user")
     if placeholders != len(images):
         raise ValueError(f"{placeholders} <image> placeholder(s) for {len(images)} image(s)")
+    videos = record.get("videos") or []
+    if sum(m["content"].count(VIDEO_PLACEHOLDER) for m in messages if m["role"] == "user") != len(videos):
+        raise ValueError(f"the <video> placeholders do not match the {len(videos)} video(s)")
+    if any(not isinstance(v, list) or len(v) < 2 for v in videos):
+        raise ValueError("a video is a list of at least two frame files")
     sizes = record.get("resized_size")
     if sizes and not isinstance(sizes[0], list):
         sizes = [sizes] + [None] * (len(images) - 1)  # one pair: the first image's (docs/DATASET.md)
@@ -129,6 +136,7 @@ def _record_to_sample(record: dict, base: Path, where: str) -> Sample:
         images=tuple((base / str(p)).resolve() for p in images),
         messages=tuple(messages),
         resized_sizes=tuple(tuple(int(v) for v in s) if s else None for s in sizes),
+        videos=tuple(tuple((base / str(p)).resolve() for p in video) for video in videos),
     )
 
 
@@ -152,7 +160,7 @@ def read_conversations(path: Path) -> list[Sample]:
             samples.append(_record_to_sample(record, path.parent, where))
         except (ValueError, KeyError, TypeError, StopIteration) as exc:
             raise UserError(f"sample {where} is not an RSCoVLM conversation ({exc}).", "See docs/DATASET.md for the format.") from exc
-    missing = [p for s in samples for p in s.images if not p.is_file()]
+    missing = [p for s in samples for p in (*s.images, *(f for v in s.videos for f in v)) if not p.is_file()]
     if missing:
         raise UserError(f"{len(missing)} image(s) named in {path} are missing, e.g. {missing[0]}.", "Copy the images or export again.")
     return samples
@@ -212,25 +220,33 @@ def rescale_answer(answer: str, sx: float, sy: float) -> str | None:
 
 @dataclass(frozen=True)
 class Example:
-    """What the collator gets: chat-template messages (image parts in place) and the images."""
+    """What the collator gets: chat-template messages (image and video parts in place), the
+    images and the videos (lists of frames)."""
 
     id: str
     task: str
     messages: list[dict]
     images: list[np.ndarray]
+    videos: list[list[np.ndarray]] = field(default_factory=list)
+
+
+_PLACEHOLDERS = re.compile(f"({re.escape(IMAGE_PLACEHOLDER)}|{re.escape(VIDEO_PLACEHOLDER)})")
 
 
 def chat_messages(messages: list[dict]) -> list[dict]:
-    """`<image>` placeholders become image parts of the message, in place."""
+    """`<image>` and `<video>` placeholders become image and video parts of the message, in
+    place; the text around them stays where it is."""
     result = []
     for m in messages:
-        if m["role"] == "user" and IMAGE_PLACEHOLDER in m["content"]:
+        if m["role"] == "user" and _PLACEHOLDERS.search(m["content"]):
             parts = []
-            for k, text in enumerate(m["content"].split(IMAGE_PLACEHOLDER)):
-                if k:
+            for piece in _PLACEHOLDERS.split(m["content"]):
+                if piece == IMAGE_PLACEHOLDER:
                     parts.append({"type": "image"})
-                if text:
-                    parts.append({"type": "text", "text": text})
+                elif piece == VIDEO_PLACEHOLDER:
+                    parts.append({"type": "video"})
+                elif piece:
+                    parts.append({"type": "text", "text": piece})
             result.append({"role": m["role"], "content": parts})
         else:
             result.append(dict(m))
@@ -272,7 +288,8 @@ class Mixture:
     def tasks(self) -> Counter:
         return Counter(s.task for s in self.samples)
 
-    def _load(self, sample: Sample) -> list[np.ndarray]:
+    def load_images(self, sample: Sample) -> list[np.ndarray]:
+        """The sample's images as arrays, each at the size its coordinates refer to."""
         images = []
         for path, size in zip(sample.images, sample.resized_sizes):
             with Image.open(path) as image:
@@ -284,7 +301,7 @@ class Mixture:
 
     def __getitem__(self, index: int) -> Example:
         sample = self.samples[index]
-        images = self._load(sample)
+        images = self.load_images(sample)
         messages = list(sample.messages)
         if sample.task == "detect" and len(images) == 1 and self.rescale > 0:
             rng = np.random.default_rng([self.seed, self.epoch, index])
@@ -297,7 +314,13 @@ class Mixture:
                     images = [np.array(Image.fromarray(images[0]).resize((new_w, new_h), Image.BICUBIC))]
                     last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
                     messages[last] = {"role": "assistant", "content": answer}
-        return Example(sample.id, sample.task, chat_messages(messages), images)
+        videos = [[self._frame(path) for path in video] for video in sample.videos]
+        return Example(sample.id, sample.task, chat_messages(messages), images, videos)
+
+    @staticmethod
+    def _frame(path: Path) -> np.ndarray:
+        with Image.open(path) as image:
+            return np.array(image.convert("RGB"))
 
 
 class Collator:
@@ -334,9 +357,13 @@ class Collator:
         return labels
 
     def __call__(self, examples: list[Example]) -> dict:
+        from backend.engine.local import video_metadata
+
         texts = [self.processor.apply_chat_template(e.messages, tokenize=False, add_generation_prompt=False) for e in examples]
         images = [image for e in examples for image in e.images]
-        batch = self.processor(text=texts, images=images or None, padding=True, padding_side=self.padding_side, return_tensors="pt")
+        videos = [video for e in examples for video in e.videos]
+        extra = {"videos": videos, "video_metadata": [video_metadata(v) for v in videos], "cap_pixels_per_frame": False} if videos else {}
+        batch = self.processor(text=texts, images=images or None, padding=True, padding_side=self.padding_side, return_tensors="pt", **extra)
         batch = dict(batch)
         batch["labels"] = self.answer_labels(batch["input_ids"])
         if self.dense_targets and images:

@@ -42,8 +42,14 @@ from backend.georef import View
 from backend.pipeline import TaskRun
 from backend.prompts import (
     CAPTION_PROMPT,
+    CHANGE_CAPTION_PROMPT,
+    CHANGE_KINDS,
+    CHANGE_PREFIX,
+    NO_OBJECTS,
     ZOOM_FOLLOW_UP,
     ZOOM_SYSTEM,
+    change_answer_label,
+    change_question,
     classification_prompt,
     detection_prompt,
     grounding_prompt,
@@ -51,12 +57,15 @@ from backend.prompts import (
     zoom_request,
     zoom_tool_call,
 )
-from backend.resolution import MIN_PIXELS
+from backend.raster import RasterSource
+from backend.resolution import MIN_PIXELS, view_size
 from backend.zoom_plan import zoom_view
+from training.change_pairs import CHANGES, CHANGING, ChangePair, change_boxes, plan_change, write_pair
+from training.data import VIDEO_PLACEHOLDER
 from training.export import DATASET_FORMAT, DATASET_VERSION, detection_answer, dota_lines, objects_in_view
 from training.labels import LabelledObject
 from training.layouts import KINDS, SITE_KINDS, plan_layout
-from training.questions import Seen, caption, colour_question, groundings, vqa_pairs
+from training.questions import Seen, caption, colour_question, counted, groundings, listing, vqa_pairs
 from training.synthetic import CLASSES, Scene, render_block, write_scene
 
 DEMO_MAX_PIXELS = 448 * 448  # the demo model's pixel budget: views of at most 256 visual tokens
@@ -91,6 +100,9 @@ class DemoDataPlan:
     # drawn again with only those; 0: every object the tile holds.
     max_objects: int = 0
     whole_views: bool = True  # the whole scene in the budget, with grounding, VQA, caption and class
+    change_scenes: int = 120  # pairs of a scene at two dates (training.change_pairs), per training split
+    val_change_scenes: int = 12
+    change_tiles_per_scene: int = 12
 
 
 def _objects(scene: Scene) -> tuple[list[LabelledObject], shapely.STRtree, dict[int, str]]:
@@ -120,6 +132,7 @@ class SplitWriter:
         (self.folder / "labelTxt" / f"{name}.txt").write_text(text)
 
     def sample(self, name: str, task: str, images: list[str], sizes: list[tuple[int, int]], messages: list[dict], **extra) -> None:
+        """A record of docs/DATASET.md; `extra` may hold `videos` (frame files per <video>)."""
         record = {
             "id": f"{self.split}/{name}",
             "task": task,
@@ -258,6 +271,70 @@ def zoom_scene(writer: SplitWriter, prefix: str, scene: Scene, raster: Path, rng
                 ], **extra)
 
 
+def _change_answer(boxes: list, label: str, kind: str, view: View, question: str) -> str:
+    """The boxes of one class's changes of one kind a view shows, as RSCoVLM writes TEOChat's
+    box answers (`x1,y1,x2,y2 <label>`, by position), or 'There are none.'."""
+    footprint = shapely.box(view.col_off, view.row_off, view.col_off + view.width, view.row_off + view.height)
+    lines = []
+    for corners, name, change in boxes:
+        if name != label or (kind != "changed" and change != kind):
+            continue
+        shape = shapely.Polygon(corners)
+        if shape.intersection(footprint).area < 0.5 * shape.area:
+            continue
+        (x0, y0), (x1, y1) = np.clip(view.from_raster(np.array([corners.min(axis=0), corners.max(axis=0)])), 0, [view.out_width, view.out_height])
+        lines.append((int(round(y0)), int(round(x0)), f"{int(round(x0))},{int(round(y0))},{int(round(x1))},{int(round(y1))}"))
+    if not lines:
+        return NO_OBJECTS
+    return "\n".join(f"{coords} {change_answer_label(question)}" for _, _, coords in sorted(lines))
+
+
+def change_caption(pair_changes: list) -> str:
+    """What changed, counted by class: '2 buildings appeared and a small vehicle disappeared.'"""
+    parts = []
+    for change in CHANGES:
+        counts = Counter(label for _, label, kind in pair_changes if kind == change)
+        parts += [f"{counted(label, n)} {change}" for label, n in sorted(counts.items())]
+    return (listing(parts) + ".").capitalize() if parts else "Nothing changed."
+
+
+def change_scene(writer: SplitWriter, prefix: str, pair: ChangePair, before: Path, after: Path, plan: DemoDataPlan,
+                 rng: np.random.Generator) -> None:
+    """Tiles of the pair as `rscovlm change` reads them (the later image warped onto the
+    earlier grid), each asked about one class and kind of change, and the whole pair captioned."""
+    boxes = change_boxes(pair)
+    with RasterSource.open(before) as first, RasterSource.aligned(after, None, first) as second:
+        whole = first.window_for_extent(None)
+        stretch, later = first.stretch_for(whole), second.stretch_for(whole)
+        centres = [corners.mean(axis=0) for corners, _, _ in boxes]
+        for t in range(plan.change_tiles_per_scene):
+            if centres and rng.random() < 0.7:  # mostly tiles where something changed
+                cx, cy = centres[int(rng.integers(len(centres)))] + rng.uniform(-0.35, 0.35, 2) * TILE
+                x, y = (int(np.clip(v - TILE / 2, 0, n - TILE)) for v, n in ((cx, pair.before.width), (cy, pair.before.height)))
+            else:
+                x, y = (int(rng.integers(0, max(1, n - TILE + 1))) for n in (pair.before.width, pair.before.height))
+            view = View(x, y, TILE, TILE, TILE, TILE, t)
+            shown = [b for b in boxes if shapely.Polygon(b[0]).intersects(shapely.box(x, y, x + TILE, y + TILE))]
+            if shown and rng.random() < 0.8:  # a change the tile shows, asked as its kind or as 'changed'
+                _, label, change = shown[int(rng.integers(len(shown)))]
+                kind = (change, "changed")[int(rng.integers(2))]
+            else:
+                label, kind = str(rng.choice(sorted(CHANGING))), CHANGE_KINDS[int(rng.integers(len(CHANGE_KINDS)))]
+            question = change_question(label, kind)
+            name = f"{prefix}c{t:02d}"
+            frames = [writer.image(f"{name}a", first.read_view(view, stretch).image), writer.image(f"{name}b", second.read_view(view, later).image)]
+            writer.sample(name, "change", [], [(TILE, TILE)], [
+                {"role": "user", "content": CHANGE_PREFIX + VIDEO_PLACEHOLDER + question},
+                {"role": "assistant", "content": _change_answer(boxes, label, kind, view, question)}], videos=[frames],
+                change={"label": label, "kind": kind})
+        out_h, out_w = view_size(pair.before.height, pair.before.width, MIN_PIXELS, DEMO_MAX_PIXELS)
+        overview = View(0, 0, pair.before.width, pair.before.height, out_w, out_h, 0)
+        frames = [writer.image(f"{prefix}ca", first.read_view(overview, stretch).image), writer.image(f"{prefix}cb", second.read_view(overview, later).image)]
+        writer.sample(f"{prefix}cap", "change_caption", [], [(out_w, out_h)], [
+            {"role": "user", "content": CHANGE_PREFIX + VIDEO_PLACEHOLDER + CHANGE_CAPTION_PROMPT},
+            {"role": "assistant", "content": change_caption(boxes)}], videos=[frames])
+
+
 def _mosaic_size(rng: np.random.Generator, sizes: tuple[int, int]) -> int:
     return int(round(math.exp(rng.uniform(math.log(sizes[0]), math.log(sizes[1]))) / 64) * 64)
 
@@ -270,7 +347,7 @@ class SceneJob:
     split: str
     index: int  # scene number within the split
     seed: int
-    mosaic: bool
+    kind: str  # "tiles": a scene cut into tiles; "mosaic": countryside for the Zoom-in Chain; "change": a pair of dates
     plan: DemoDataPlan
 
 
@@ -281,7 +358,14 @@ def run_job(job: SceneJob) -> SplitWriter:
     rng = np.random.default_rng([job.seed, 7])
     writer = SplitWriter(folder, job.split)
     with tempfile.TemporaryDirectory(prefix="demo-scene-") as scratch:
-        if not job.mosaic:
+        if job.kind == "change":
+            kind = SCENE_KINDS[job.index % len(SCENE_KINDS)]
+            size = plan.town_size if kind == "town" else int(rng.choice(plan.scene_sizes))
+            pair = plan_change(plan_layout(kind, size, size, seed=job.seed), job.seed, share=0.25)
+            written = write_pair(pair, Path(scratch) / "before.tif", Path(scratch) / "after.tif")
+            change_scene(writer, f"p{job.index}", pair, written["before"], written["after"], plan, rng)
+            return writer
+        if job.kind == "tiles":
             kind = SCENE_KINDS[job.index % len(SCENE_KINDS)]
             size = plan.town_size if kind == "town" else int(rng.choice(plan.scene_sizes))
             scene = plan_layout(kind, size, size, seed=job.seed)
@@ -308,9 +392,10 @@ def split_jobs(root: Path, split: str, plan: DemoDataPlan) -> list[SceneJob]:
     scenes = plan.val_scenes if val else plan.scenes
     mosaics = plan.val_zoom_scenes if val else plan.zoom_scenes
     folder = str(root / split)
-    return [SceneJob(folder, split, i, base + i, False, plan) for i in range(scenes)] + [
-        SceneJob(folder, split, i, base + scenes + i, True, plan) for i in range(mosaics)
-    ]
+    changes = plan.val_change_scenes if val else plan.change_scenes
+    return ([SceneJob(folder, split, i, base + i, "tiles", plan) for i in range(scenes)]
+            + [SceneJob(folder, split, i, base + scenes + i, "mosaic", plan) for i in range(mosaics)]
+            + [SceneJob(folder, split, i, base + scenes + mosaics + i, "change", plan) for i in range(changes)])
 
 
 def build_split(root: Path, split: str, plan: DemoDataPlan, workers: int = 1, progress: ProgressCallback | None = None) -> dict:

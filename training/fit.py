@@ -18,7 +18,6 @@ import contextlib
 import json
 import math
 import os
-import shutil
 import signal
 import sys
 import time
@@ -42,6 +41,16 @@ from training.config import RESUMABLE_CHANGES, FitConfig, load_config, parse_ove
 from training.data import Collator, DatasetSpec, Mixture, conversations_file, parse_data_spec
 from training.dense_head import ATTRIBUTE as DENSE_HEAD
 from training.dense_head import attach as attach_dense_head
+from training.run_folder import (
+    METRICS_FILE,
+    RUN_FILE,
+    append_log,
+    check_identity,
+    check_overwrite,
+    clear,
+    trim_log,
+    write_identity,
+)
 from training.validation import detection_ap_nc, detection_classes, evenly_spaced, grounding_accuracy, validation_loss
 
 # LoRA targets by module path in transformers' Qwen2.5-VL: the language model's attention and
@@ -50,9 +59,6 @@ from training.validation import detection_ap_nc, detection_classes, evenly_space
 LORA_LANGUAGE = r"model\.language_model\.layers\.\d+\.(?:self_attn\.[qkvo]_proj|mlp\.(?:gate|up|down)_proj)"
 LORA_MERGER = r"model\.visual\.merger\.mlp\.\d+"
 LORA_VISION = r"model\.visual\.blocks\.\d+\.(?:attn\.(?:qkv|proj)|mlp\.(?:gate|up|down)_proj)"
-RUN_FILE = "run.json"
-LOG_FILE = "log.jsonl"
-METRICS_FILE = "metrics.json"
 
 
 @dataclass(frozen=True)
@@ -105,34 +111,18 @@ def _prepare_run_folder(settings: FitSettings, accelerator) -> tuple[Path, Path 
     another run's checkpoints or result is refused rather than mixed with this one."""
     out = Path(settings.out)
     identity = _identity(settings, accelerator.num_processes)
-    run_file = out / RUN_FILE
-    if settings.overwrite and out.is_dir() and any(out.iterdir()) and not run_file.is_file():
-        # --overwrite on a mistyped folder (a dataset, a home folder) must not delete its model/ or adapter/
-        raise UserError(
-            f"{out} is not empty and holds no earlier fine-tuning run (no {RUN_FILE}); --overwrite only replaces a run folder.",
-            "Give the run folder to start over in, or an empty or new --out.",
-        )
+    check_overwrite(out, settings.overwrite)
     if accelerator.is_main_process:
         if settings.overwrite and out.exists():
-            for name in ("checkpoints", "adapter", "model", "merged", RUN_FILE, LOG_FILE, METRICS_FILE):
-                target = out / name
-                shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+            clear(out)
         out.mkdir(parents=True, exist_ok=True)
         remove_unfinished(out)
     accelerator.wait_for_everyone()
     checkpoints = complete_checkpoints(out)
-    if run_file.is_file() and (checkpoints or (out / METRICS_FILE).is_file()):
-        previous = json.loads(run_file.read_text())
-        differs = [k for k in ("model", "data", "val_data", "world_size") if previous.get(k) != identity[k]]
-        differs += sorted(k for k in set(previous.get("config", {})) | set(identity["config"])
-                          if previous.get("config", {}).get(k) != identity["config"].get(k))
-        if differs:
-            raise UserError(
-                f"{out} holds a run with other settings ({', '.join(differs)} differ).",
-                "Run with the same settings to resume, give another --out, or pass --overwrite to start over.",
-            )
+    if (out / RUN_FILE).is_file() and (checkpoints or (out / METRICS_FILE).is_file()):
+        check_identity(out, identity, ("model", "data", "val_data", "world_size"))
     elif accelerator.is_main_process:
-        write_text(run_file, json.dumps(identity, indent=2) + "\n")
+        write_identity(out, identity)
     accelerator.wait_for_everyone()
     return out, (checkpoints[-1][1] if checkpoints else None)
 
@@ -284,16 +274,7 @@ def _save_result(settings: FitSettings, accelerator, model, processor, out: Path
 
 def _log(out: Path, accelerator, entry: dict) -> None:
     if accelerator.is_main_process:
-        with open(out / LOG_FILE, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(entry) + "\n")
-
-
-def _trim_log(out: Path, step: int) -> None:
-    """Drop log lines past the checkpoint a run resumes from: they will be written again."""
-    path = out / LOG_FILE
-    if path.is_file():
-        kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
-        path.write_text("".join(line + "\n" for line in kept))
+        append_log(out, entry)
 
 
 def _total_steps(config: FitConfig, samples: int, world: int) -> int:
@@ -357,7 +338,7 @@ def fit(settings: FitSettings, progress: ProgressCallback | None = None, should_
     if resume_from is not None:
         state = load_checkpoint(accelerator, resume_from)
         if accelerator.is_main_process:
-            _trim_log(out, state["step"])
+            trim_log(out, state["step"])
     collator = Collator(processor, padding_side="right")
     train_collator = Collator(processor, padding_side="right", dense_targets=dense_head is not None)
     order = EpochOrder(len(train), config.seed, accelerator.process_index, accelerator.num_processes)

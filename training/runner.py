@@ -1,13 +1,14 @@
 """One training job of `rscovlm serve`, run in a child process of the service:
 
-    python -m training.runner export|fit < request.json
+    python -m training.runner export|fit|grpo < request.json
 
-reads an ExportTrainingRequest or FitTrainingRequest (backend.contract) as JSON on stdin, runs
-it as `rscovlm train export | fit` would, and reports on stdout, one JSON object a line:
+reads an ExportTrainingRequest, FitTrainingRequest or GrpoTrainingRequest (backend.contract) as
+JSON on stdin, runs it as `rscovlm train export | fit | grpo` would, and reports on stdout, one
+JSON object a line:
 
     {"event": "listening"}   (its stop signals are handled from here on)
     {"event": "progress", "progress": TrainingProgress}
-    {"event": "done", "outputs": TrainingOutputs, "result": manifest (export) | metrics (fit)}
+    {"event": "done", "outputs": TrainingOutputs, "result": manifest (export) | metrics (fit, grpo)}
     {"event": "failed", "error": "<one line: the problem and the fix>"}
     {"event": "cancelled", "error": "<where it stopped>", "outputs": TrainingOutputs}
 
@@ -29,7 +30,7 @@ import traceback
 from pathlib import Path
 from typing import TextIO
 
-from backend.contract import ExportTrainingRequest, FitTrainingRequest, TrainingOutputs, TrainingProgress
+from backend.contract import ExportTrainingRequest, FitTrainingRequest, GrpoTrainingRequest, TrainingOutputs, TrainingProgress
 from backend.errors import Cancelled, UserError
 from training.fit import StopOnSignal
 
@@ -146,23 +147,62 @@ def run_fit(request: FitTrainingRequest, report: Reporter, stop: StopOnSignal) -
         )  # fmt: skip
         report.progress(latest)
 
+    return _train_and_report(lambda: fit(settings, progress=show, should_stop=stop), Path(settings.out), fit_outputs, lambda: latest, report)
+
+
+def grpo_settings(request: GrpoTrainingRequest):
+    """The settings `rscovlm train grpo` would make of the same options."""
+    from training.grpo import settings_from_args
+
+    args = argparse.Namespace(model=request.model, adapter=request.adapter, data=request.data, out=request.out, config=request.config,
+                              max_steps=request.max_steps, merge=request.merge, set=list(request.overrides), overwrite=request.overwrite)
+    return settings_from_args(args)
+
+
+def grpo_outputs(out: Path, summary: dict | None = None) -> TrainingOutputs:
+    from training.grpo import latest_checkpoint
+
+    checkpoint = latest_checkpoint(out) if out.is_dir() else None
+    outputs = TrainingOutputs(run=str(out.resolve()), checkpoint=str(checkpoint.resolve()) if checkpoint else None)
+    if summary is not None:
+        outputs.adapter, outputs.merged = summary.get("result"), summary.get("merged")
+    return outputs
+
+
+def run_grpo(request: GrpoTrainingRequest, report: Reporter, stop: StopOnSignal) -> dict:
+    from training.grpo import grpo
+
+    settings = grpo_settings(request)
+    latest = TrainingProgress(unit="steps")
+
+    def show(status) -> None:
+        nonlocal latest
+        latest = TrainingProgress(done=status.step, total=status.total_steps, unit="steps", reward=status.reward, rewards=status.rewards)
+        report.progress(latest)
+
+    return _train_and_report(lambda: grpo(settings, progress=show, should_stop=stop), Path(settings.out), grpo_outputs, lambda: latest, report)
+
+
+def _train_and_report(train, out: Path, outputs, latest, report: Reporter) -> dict:
+    """Run `train()`; report its result, or where a cancel stopped it (`latest()`: the last
+    progress) and the checkpoint that resumes it. `outputs(out, summary)`: the run's folders."""
     try:
-        summary = fit(settings, progress=show, should_stop=stop)
+        summary = train()
     except Cancelled:
-        report.send("cancelled", error=_stopped_at(latest, Path(settings.out)), outputs=fit_outputs(Path(settings.out)).model_dump())
+        report.send("cancelled", error=_stopped_at(latest(), out), outputs=outputs(out).model_dump())
         raise
-    report.send("done", outputs=fit_outputs(Path(settings.out), summary).model_dump(), result=summary)
+    report.send("done", outputs=outputs(out, summary).model_dump(), result=summary)
     return summary
 
 
 def _stopped_at(latest: TrainingProgress, out: Path) -> str:
     where = f"stopped at step {latest.done} of {latest.total}" if latest.total else "stopped before the first step"
-    return f"{where}; the checkpoint in {out / 'checkpoints'} resumes it when the same fit is submitted again."
+    return f"{where}; the checkpoint in {out / 'checkpoints'} resumes it when the same request is submitted again."
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.runner", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("kind", choices=["export", "fit"])
+    parser.add_argument("kind", choices=["export", "fit", "grpo"])
     args = parser.parse_args(argv)
     report = Reporter(protocol_stream())
     with StopOnSignal() as stop:
@@ -176,9 +216,12 @@ def main(argv: list[str] | None = None) -> int:
             if args.kind == "export":
                 request = ExportTrainingRequest.model_validate_json(sys.stdin.read())
                 run_export(request, report, stop)
-            else:
+            elif args.kind == "fit":
                 request = FitTrainingRequest.model_validate_json(sys.stdin.read())
                 run_fit(request, report, stop)
+            else:
+                request = GrpoTrainingRequest.model_validate_json(sys.stdin.read())
+                run_grpo(request, report, stop)
         except UserError as exc:
             report.send("failed", error=str(exc))
             return 2
@@ -187,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
                 report.send("cancelled", error=f"{exc}; nothing was written.", outputs=TrainingOutputs().model_dump())
             return 130
         except KeyboardInterrupt:  # a second signal: stopped at once
-            kept = fit_outputs(Path(request.out)) if isinstance(request, FitTrainingRequest) else TrainingOutputs()
+            kept = (fit_outputs(Path(request.out)) if isinstance(request, FitTrainingRequest)
+                    else grpo_outputs(Path(request.out)) if isinstance(request, GrpoTrainingRequest) else TrainingOutputs())
             what = "the newest complete checkpoint is kept" if kept.checkpoint else "nothing was kept"
             report.send("cancelled", error=f"stopped at once; {what}.", outputs=kept.model_dump())
             return 130

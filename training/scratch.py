@@ -44,7 +44,8 @@ SPECIAL_TOKENS = [
 TOOL_TOKENS = ["<tool_call>", "</tool_call>"]
 
 # Qwen2.5-VL's chat template: the default system message, images as
-# <|vision_start|><|image_pad|><|vision_end|>, and the assistant header for generation.
+# <|vision_start|><|image_pad|><|vision_end|> (videos with <|video_pad|>), and the assistant
+# header for generation.
 CHAT_TEMPLATE = (
     "{% set image_count = namespace(value=0) %}"
     "{% for message in messages %}"
@@ -59,6 +60,8 @@ CHAT_TEMPLATE = (
     "{% set image_count.value = image_count.value + 1 %}"
     "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
     "<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}"
+    "<|vision_start|><|video_pad|><|vision_end|>"
     "{% elif 'text' in content %}{{ content['text'] }}"
     "{% endif %}"
     "{% endfor %}<|im_end|>\n"
@@ -207,7 +210,8 @@ def build_processor(tokenizer):
     return Qwen2_5_VLProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
-        video_processor=Qwen2VLVideoProcessor(),
+        # frames get the images' range, as RSCoVLM's builder resizes them (not the video defaults)
+        video_processor=Qwen2VLVideoProcessor(size={"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS}),
         chat_template=CHAT_TEMPLATE,
     )
 

@@ -131,6 +131,9 @@ class Scene:
     patches: tuple[Patch, ...] = ()
     background: str | None = None  # a SURFACES name; None: the mixed kind's ground
     zones: tuple[Zone, ...] = ()
+    # where the image sits on the map, in pixels off the world's origin: a later image of the same
+    # place registered a fraction of a pixel apart (training.change_pairs)
+    offset: tuple[float, float] = (0.0, 0.0)
 
     def zone_of(self, x0: float, y0: float, x1: float, y1: float) -> Zone | None:
         """The zone wholly holding a window, if one does."""
@@ -138,7 +141,8 @@ class Scene:
 
     @property
     def transform(self) -> Affine:
-        return Affine(self.gsd, 0.0, DEFAULT_ORIGIN[0], 0.0, -self.gsd, DEFAULT_ORIGIN[1] + self.height * self.gsd)
+        dx, dy = self.offset
+        return Affine(self.gsd, 0.0, DEFAULT_ORIGIN[0] + dx * self.gsd, 0.0, -self.gsd, DEFAULT_ORIGIN[1] + (self.height - dy) * self.gsd)
 
 
 def _river_x(scene: Scene, y: np.ndarray) -> np.ndarray:
@@ -312,8 +316,11 @@ def render_block(
     return np.asarray(image)
 
 
-def write_scene(scene: Scene, path: str | Path, crs: str = DEFAULT_CRS, overviews: bool = True) -> Path:
-    """Render block by block into a tiled GeoTIFF with internal overviews, atomically."""
+def write_scene(
+    scene: Scene, path: str | Path, crs: str = DEFAULT_CRS, overviews: bool = True, tone: tuple[float, float] = (1.0, 0.0), tags: dict | None = None
+) -> Path:
+    """Render block by block into a tiled GeoTIFF with internal overviews, atomically. `tone`:
+    gain and offset of every pixel value (another day's light); `tags`: GDAL metadata (a date)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     reach = max((max(o.length, o.width) for o in scene.objects), default=0) + 4
@@ -334,7 +341,11 @@ def write_scene(scene: Scene, path: str | Path, crs: str = DEFAULT_CRS, overview
                         & (centres[:, 1] > y0 - reach) & (centres[:, 1] < y0 + h + reach)
                     )[0] if len(centres) else []
                     block = render_block(scene, x0, y0, w, h, [scene.objects[i] for i in near], patch_bounds)
+                    if tone != (1.0, 0.0):
+                        block = np.clip(block * tone[0] + tone[1], 0, 255).astype(np.uint8)
                     dst.write(block.transpose(2, 0, 1), window=Window(x0, y0, w, h))
+            if tags:
+                dst.update_tags(**tags)
             if overviews:
                 factors = [f for f in (2, 4, 8, 16, 32, 64) if max(scene.width, scene.height) // f >= 256]
                 if factors:

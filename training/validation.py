@@ -10,7 +10,7 @@ import numpy as np
 from backend.engine.local import LocalEngine
 from backend.parsing import parse_boxes
 from backend.prompts import Message
-from training.data import IGNORE_INDEX, IMAGE_PLACEHOLDER, Example, Mixture
+from training.data import IGNORE_INDEX, IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER, Example, Mixture
 
 
 def evenly_spaced(count: int, wanted: int) -> list[int]:
@@ -49,7 +49,12 @@ def _conversation(example: Example, messages: tuple[dict, ...]) -> list[Message]
     conversation = []
     for m in messages[:-1]:
         images = tuple(example.images) if m["role"] == "user" else ()
-        conversation.append(Message(m["role"], m["content"].replace(IMAGE_PLACEHOLDER, ""), images))
+        text = m["content"].replace(IMAGE_PLACEHOLDER, "")
+        if m["role"] == "user" and VIDEO_PLACEHOLDER in text:  # a bi-temporal sample: its text leads the frames
+            lead, _, text = text.partition(VIDEO_PLACEHOLDER)
+            conversation.append(Message(m["role"], text, images, tuple(example.videos[0]), lead))
+        else:
+            conversation.append(Message(m["role"], text, images))
     return conversation
 
 

@@ -51,6 +51,17 @@ def register(subparsers) -> None:
     _output_options(grounding)
     grounding.set_defaults(handler=grounding_command)
 
+    change = commands.add_parser("change", help="object F1 and pixel F1 of change detections",
+                                 description="Score change detections (rscovlm change -o x.gpkg) against a layer of the changed objects: "
+                                 "object F1 at IoU 0.5 per class and kind of change, and with --mask pixel F1 / IoU of the boxes "
+                                 "rasterised against the change mask (TEOChat's localisation measure).")
+    change.add_argument("--pred", required=True, help="the change layer rscovlm change wrote")
+    change.add_argument("--gt", required=True, help="the true changes: polygons with 'label' and 'change' (appeared/disappeared) fields")
+    change.add_argument("--mask", help="a change mask raster (non-zero: changed) to score pixels against")
+    change.add_argument("--iou", type=float, default=0.5, help="IoU a match must reach (default 0.5)")
+    _output_options(change)
+    change.set_defaults(handler=change_command)
+
     run = commands.add_parser("run", help="run a checkpoint over a dataset split and score it",
                               description="Run a checkpoint over a dataset split (docs/DATASET.md) through the pipeline of the "
                               "task commands, write its answers to OUT/predictions (resumable), and score them.")
@@ -207,4 +218,69 @@ def run_command(args: argparse.Namespace) -> int:
             value = tasks[name][key]
             print(f"{name}: {key} {value if name == 'captioning' else 100 * value:.2f} ({tasks[name]['samples']} samples)")
     print(f"wrote {out / 'report.json'}")
+    return 0
+
+
+def _change_boxes(path: Path, target_crs: str | None) -> tuple[list, str | None]:
+    """ChangeBoxes of a layer (one sample: the layer), reprojected into `target_crs`."""
+    import pyogrio.raw
+    import shapely
+    from pyogrio.errors import DataLayerError, DataSourceError
+
+    from backend.evaluation.change import ChangeBox
+    from backend.evaluation.layers import reprojected
+    from backend.prompts import normalise_category
+
+    try:
+        meta, _, geometry, values = pyogrio.raw.read(str(path))
+    except (DataSourceError, DataLayerError) as exc:
+        raise UserError(f"{path} is not a readable vector layer ({str(exc).splitlines()[0]}).", "Pass a GeoPackage or GeoJSON file.") from None
+    columns = dict(zip([str(f) for f in meta["fields"]], values))
+    if "label" not in columns:
+        raise UserError(f"{path} has no 'label' field.", "Give the layer rscovlm change wrote, or the true changes with label and change fields.")
+    geoms = shapely.from_wkb(geometry) if geometry is not None else []
+    geoms, crs = reprojected(geoms, meta.get("crs"), target_crs)
+    kinds = columns.get("change", ["changed"] * len(geoms))
+    boxes = [ChangeBox("layer", normalise_category(str(label)), str(kind), g) for g, label, kind in zip(geoms, columns["label"], kinds)
+             if g is not None and g.geom_type == "Polygon" and g.area > 0]
+    return boxes, crs
+
+
+def change_command(args: argparse.Namespace) -> int:
+    import rasterio
+
+    from backend.evaluation.change import PixelScores, object_scores, rasterised
+    from backend.evaluation.report import write_json
+
+    _check_iou(args.iou)
+    out = _out_folder(args.out)
+    truths, crs = _change_boxes(Path(args.gt), None)
+    predictions, _ = _change_boxes(Path(args.pred), crs)
+    document = {"task": "change", "objects": object_scores(predictions, truths, args.iou), "inputs": {"pred": args.pred, "gt": args.gt}}
+    if args.mask:
+        try:
+            with rasterio.open(args.mask) as mask_file:
+                mask, transform, mask_crs = mask_file.read(1) > 0, mask_file.transform, mask_file.crs
+        except rasterio.errors.RasterioIOError as exc:
+            raise UserError(f"--mask {args.mask} is not a readable raster ({exc}).", "Give the change mask GeoTIFF.") from None
+        if mask_crs is not None and crs:
+            predictions, _ = _change_boxes(Path(args.pred), mask_crs.to_wkt())
+        pixels = PixelScores()
+        pixels.add(rasterised([b.polygon for b in predictions], mask.shape, transform), mask)
+        document["pixels"] = pixels.as_dict()
+        document["inputs"]["mask"] = args.mask
+    if out is not None:
+        write_json(out / "report.json", document)
+    if args.json:
+        print(json.dumps(document))
+        return 0
+    objects = document["objects"]
+
+    def pct(value):
+        return "-" if value is None else f"{100 * value:.2f}"
+
+    print(f"objects: F1 {pct(objects['F1'])}  precision {pct(objects['precision'])}  recall {pct(objects['recall'])}  "
+          f"({objects['matched']} matched of {objects['predicted']} predicted, {objects['true']} true)")
+    if "pixels" in document:
+        print(f"pixels: F1 {pct(document['pixels']['pixel_F1'])}  IoU {pct(document['pixels']['pixel_IoU'])}")
     return 0

@@ -29,6 +29,7 @@ TASK_HELP = {
     "classify": "pick the scene class of the extent",
     "ask": "answer a question about the extent",
     "describe-region": "describe each feature of a vector layer (or a box); the answers as an attribute",
+    "change": "compare two rasters of the same place (before, after): changed objects as boxes, or --caption",
 }
 COMMAND_TASKS = {"describe-region": "describe"}  # a command's name where it is not the task's
 
@@ -78,6 +79,11 @@ def register(subparsers) -> None:
         if task in ("detect", "classify"):
             example = "plane,ship,small vehicle" if task == "detect" else "airport,harbor,farmland"
             parser.add_argument("--classes", required=True, help=f"comma-separated, e.g. \"{example}\"; 'dota' for the DOTA-v1.0 list")
+        if task == "change":
+            parser.add_argument("after", help="the later raster of the same place (any CRS, resolution or extent; read on the first's grid)")
+            parser.add_argument("--classes", help='what changed, comma-separated, e.g. "building,small vehicle" (not with --caption)')
+            parser.add_argument("--changes", help="per class: changed (default; TEOChat's question), appeared, disappeared, comma-separated")
+            parser.add_argument("--caption", action="store_true", help="describe the changes in words instead")
         if task == "detect":
             parser.add_argument("--tile-size", type=int, help=f"tile side in pixels (default {DEFAULT_TILE_SIZE}, or the checkpoint's own)")
             parser.add_argument(
@@ -127,13 +133,20 @@ def build_request(args: argparse.Namespace, regions: list | None = None) -> Task
         options.update(tile_size=args.tile_size, tile_overlap=args.tile_overlap, box_form=args.box_form, nms_iou=args.nms_iou)
     if args.task == "ground":
         options["box_form"] = args.box_form
+    task = args.task
+    if task == "change":
+        if args.caption == bool(args.classes):
+            raise UserError("change needs --classes (what changed) or --caption (the changes in words), not both.", "See rscovlm change --help.")
+        task = "change_caption" if args.caption else "change"
+        options["change_kinds"] = [c.strip() for c in args.changes.split(",") if c.strip()] if args.changes else None
     if args.task in ZOOM_TASKS:
         options.update(zoom=args.zoom, zoom_factor=args.zoom_factor, zoom_steps=args.zoom_steps)
     if args.task == "ask":
         options["zoom_counting"] = args.zoom_counting
     fields = {
-        "task": args.task,
+        "task": task,
         "raster": args.raster,
+        "raster_after": getattr(args, "after", None),
         "extent": _numbers(args.extent, 4, "--extent") if args.extent else None,
         "extent_crs": args.extent_crs,
         "classes": _classes(args.classes) if getattr(args, "classes", None) is not None else None,
@@ -145,7 +158,7 @@ def build_request(args: argparse.Namespace, regions: list | None = None) -> Task
     try:
         return TaskRequest(**fields, options=TaskOptions(**{k: v for k, v in options.items() if v is not None}))
     except ValidationError as exc:
-        raise UserError(validation_problem(exc.errors()), "See rscovlm " + args.task + " --help.") from None
+        raise UserError(validation_problem(exc.errors()), "See rscovlm " + args.command + " --help.") from None
 
 
 def resolve_model(args: argparse.Namespace) -> str:
@@ -190,14 +203,19 @@ def summary(result: TaskResult) -> str:
     if result.task == "classify" and result.features:
         label = result.features[0].properties.get("label")
         return f"{label or '(no class)'}  [{result.text}]"
+    if result.task == "change":
+        counts = Counter(f"{f.properties['change']} {f.properties['label']}" for f in result.features)
+        listed = ", ".join(f"{what} {n}" for what, n in sorted(counts.items())) or "none"
+        dates = result.features[0].properties if result.features else {}
+        between = f" between {dates['date_before']} and {dates['date_after']}" if dates else ""
+        return f"{len(result.features)} change(s){between}: {listed} ({result.stats.views} view(s))"
     if result.task == "describe":
         return "\n".join(f"{f.properties['region'] + 1}: {f.properties['text']}" for f in result.features)
     return result.text or ""
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from backend.drive import drive
-    from backend.pipeline import TaskRun
+    from backend.drive import drive, open_run
     from backend.writers import output_format, write_result
 
     if args.output:
@@ -211,7 +229,7 @@ def run_command(args: argparse.Namespace) -> int:
     # so the raster is opened and the views planned before the weights load: bad input fails in a second.
     engine = load_engine(choice) if choice.url else None
     defaults = engine.defaults if engine is not None else model_defaults(choice.model, choice.adapter)
-    with TaskRun(request, choice.label, defaults) as run:
+    with open_run(request, choice.label, defaults) as run:
         engine = engine or load_engine(choice)
         from tqdm import tqdm
 

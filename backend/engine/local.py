@@ -22,17 +22,28 @@ from backend.prompts import Conversation
 from backend.resolution import FACTOR, MAX_IMAGE_PIXELS, PATCH_SIZE, smart_resize
 
 
-def chat_messages(conversation: Conversation) -> tuple[list[dict], list[np.ndarray]]:
-    """Qwen chat-template messages and the images in the order their placeholders appear."""
-    messages, images = [], []
+def chat_messages(conversation: Conversation) -> tuple[list[dict], list[np.ndarray], list[list[np.ndarray]]]:
+    """Qwen chat-template messages, the images in the order their placeholders appear, and the
+    videos (each a list of frames)."""
+    messages, images, videos = [], [], []
     for message in conversation:
-        if message.images:
-            content = [{"type": "image"} for _ in message.images] + [{"type": "text", "text": message.text}]
+        if message.images or message.video:
+            content = [{"type": "text", "text": message.lead}] if message.lead else []
+            content += [{"type": "image"} for _ in message.images]
+            content += [{"type": "video"}] if message.video else []
+            content.append({"type": "text", "text": message.text})
             images.extend(message.images)
+            if message.video:
+                videos.append(list(message.video))
         else:
             content = message.text
         messages.append({"role": message.role, "content": content})
-    return messages, images
+    return messages, images, videos
+
+
+def video_metadata(video: list) -> dict:
+    """As RSCoVLM's builder feeds frames: 2 frames a second, so one temporal patch is one second."""
+    return {"total_num_frames": len(video), "fps": 2.0, "frames_indices": list(range(len(video)))}
 
 
 def configure_pixel_limits(processor, min_pixels: int, max_pixels: int) -> None:
@@ -42,6 +53,9 @@ def configure_pixel_limits(processor, min_pixels: int, max_pixels: int) -> None:
     for name, value in (("min_pixels", min_pixels), ("max_pixels", max_pixels)):
         if hasattr(image_processor, name):
             setattr(image_processor, name, value)
+    video_processor = getattr(processor, "video_processor", None)
+    if video_processor is not None:  # frames get the images' range, as RSCoVLM's builder resizes them
+        video_processor.size = {"shortest_edge": min_pixels, "longest_edge": max_pixels}
     # a side under the least (it must grow), and one over the most or, for a wide range, a
     # large view that must pass unchanged (a probe over 12.8 Mpx would cost seconds per load)
     for side in (int(np.sqrt(min_pixels)) // 2, min(int(np.sqrt(max_pixels)) * 2, 2016)):
@@ -127,23 +141,24 @@ class LocalEngine:
     def _generate_batch(self, conversations: Sequence[Conversation], max_new_tokens: int, repetition_penalty: float | None) -> list[Generation]:
         import torch
 
-        texts, images, image_counts = [], [], []
+        texts, images, videos, counts = [], [], [], []
         for conversation in conversations:
-            messages, conv_images = chat_messages(conversation)
+            messages, conv_images, conv_videos = chat_messages(conversation)
             texts.append(self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
             images.extend(conv_images)
-            image_counts.append(len(conv_images))
-        inputs = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
-        visual = []
-        if images:
-            grids = inputs["image_grid_thw"].tolist()
-            for image, (_, gh, gw) in zip(images, grids):
-                if (gh, gw) != self._expected_grid(image):
-                    raise RuntimeError(
-                        f"the processor gave a {gh}x{gw} patch grid for a {image.shape[1]}x{image.shape[0]} image, "
-                        f"not {self._expected_grid(image)}: coordinates would not map back"
-                    )
-                visual.append(gh * gw // 4)
+            videos.extend(conv_videos)
+            counts.append((len(conv_images), len(conv_videos)))
+        video_token = getattr(self.processor, "video_token", "<|video_pad|>")
+        if videos and sum(text.count(video_token) for text in texts) != len(videos):
+            raise UserError(
+                f"The checkpoint's chat template writes no video ({video_token}), and two dates go to the model as a video of two frames.",
+                "Use a checkpoint with Qwen2.5-VL's chat template (RSCoVLM's, the demo's), or copy that template into its chat_template.jinja.",
+            )
+        # frames arrive at their final size; the per-frame cap of qwen-vl-utils has nothing to cap
+        extra = {"videos": videos, "video_metadata": [video_metadata(v) for v in videos], "cap_pixels_per_frame": False} if videos else {}
+        inputs = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt", **extra)
+        image_tokens = self._checked_tokens(images, inputs.get("image_grid_thw"), "image")
+        video_tokens = self._checked_tokens([v[0] for v in videos], inputs.get("video_grid_thw"), "video")
         inputs = inputs.to(self.model.device)
         config = copy.copy(self.generation_config)
         config.max_new_tokens = max_new_tokens
@@ -158,14 +173,26 @@ class LocalEngine:
         ends = config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]
         ended = torch.isin(new, torch.tensor([e for e in ends if e is not None], device=new.device)).any(dim=1).tolist()
         prompt_tokens = inputs["attention_mask"].sum(dim=1).tolist()
-        results, cursor = [], 0
-        for row, (text, count) in enumerate(zip(decoded, image_counts)):
+        results, image_cursor, video_cursor = [], 0, 0
+        for row, (text, (image_count, video_count)) in enumerate(zip(decoded, counts)):
             new_tokens = int((new[row] != pad).sum())
-            results.append(
-                Generation(text.strip(), int(prompt_tokens[row]), int(sum(visual[cursor : cursor + count])), new_tokens, bool(ended[row]))
-            )
-            cursor += count
+            visual = sum(image_tokens[image_cursor : image_cursor + image_count]) + sum(video_tokens[video_cursor : video_cursor + video_count])
+            results.append(Generation(text.strip(), int(prompt_tokens[row]), int(visual), new_tokens, bool(ended[row])))
+            image_cursor, video_cursor = image_cursor + image_count, video_cursor + video_count
         return results
+
+    def _checked_tokens(self, frames: list[np.ndarray], grids, what: str) -> list[int]:
+        """Visual tokens of each image (or video, by its first frame), after checking the processor
+        kept the size the coordinates refer to (a video's frames are merged in time, two by two)."""
+        tokens = []
+        for frame, (t, gh, gw) in zip(frames, grids.tolist() if grids is not None else []):
+            if (gh, gw) != self._expected_grid(frame):
+                raise RuntimeError(
+                    f"the processor gave a {gh}x{gw} patch grid for a {frame.shape[1]}x{frame.shape[0]} {what}, "
+                    f"not {self._expected_grid(frame)}: coordinates would not map back"
+                )
+            tokens.append(t * gh * gw // 4)
+        return tokens
 
     def generate(self, conversations: Sequence[Conversation], max_new_tokens: int, repetition_penalty: float | None = None) -> list[Generation]:
         results: list[Generation] = []

@@ -38,12 +38,27 @@ def png_data_url(image: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def video_data_url(frames) -> str:
+    """Frames as vLLM takes a video of frames: `data:video/jpeg;base64,<frame>,<frame>` (JPEG at
+    quality 95: vLLM reads no lossless form of a frame list)."""
+    parts = []
+    for frame in frames:
+        buffer = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(frame, dtype=np.uint8)).save(buffer, format="JPEG", quality=95)
+        parts.append(base64.b64encode(buffer.getvalue()).decode("ascii"))
+    return "data:video/jpeg;base64," + ",".join(parts)
+
+
 def openai_messages(conversation: Conversation) -> list[dict]:
-    """Chat-completions messages; a user turn's images come before its text, as in training."""
+    """Chat-completions messages; a user turn's images come before its text, as in training, a
+    video between its lead text and its question."""
     messages = []
     for message in conversation:
-        if message.images:
-            content: str | list[dict] = [{"type": "image_url", "image_url": {"url": png_data_url(image)}} for image in message.images]
+        if message.images or message.video:
+            content: str | list[dict] = [{"type": "text", "text": message.lead}] if message.lead else []
+            content += [{"type": "image_url", "image_url": {"url": png_data_url(image)}} for image in message.images]
+            if message.video:
+                content.append({"type": "video_url", "video_url": {"url": video_data_url(message.video)}})
             content.append({"type": "text", "text": message.text})
         else:
             content = message.text
@@ -164,7 +179,7 @@ class RemoteEngine:
             usage = body.get("usage") or {}
         except (KeyError, IndexError, TypeError) as exc:
             raise RuntimeError(f"the engine server at {self.url} answered without choices[0].message.content") from exc
-        images = [image for message in conversation for image in message.images]
+        images = [image for message in conversation for image in message.images] + [m.video[0] for m in conversation if m.video]
         tokens = sum(visual_tokens(*smart_resize(image.shape[0], image.shape[1])) for image in images)
         finished = choice.get("finish_reason") != "length"
         return Generation(text.strip(), int(usage.get("prompt_tokens", 0)), tokens, int(usage.get("completion_tokens", 0)), finished)

@@ -25,12 +25,15 @@ class Sample:
     what the reference answer is."""
 
     id: str
-    task: str  # "ground", "caption", "classify", "ask" or "zoom"
-    image: Path  # zoom: the full-resolution raster the chain reads
+    task: str  # "ground", "caption", "classify", "ask", "zoom", "change" or "change_caption"
+    image: Path  # zoom: the full-resolution raster the chain reads; change: the earlier frame
     prompt: str  # the user text without the image placeholder
     argument: str  # expression, question, or classes joined by ','; '' for captions
     references: list[str]  # reference texts (captions may have several)
     reference_box: list[list[float]] | None = None  # grounding: corners in stored-image pixels
+    image_after: Path | None = None  # change: the later frame
+    change_kind: str = ""  # change: changed, appeared or disappeared; `argument` is the class
+    reference_boxes: list[list[list[float]]] = field(default_factory=list)  # change: corners of every changed object
 
 
 @dataclass
@@ -69,6 +72,8 @@ def _sample(record: dict, root: Path) -> Sample | str:
         return "detect samples (detection is scored from labelTxt)"
     if task == "zoom":
         return _zoom_sample(record, root, users, answers)
+    if task in ("change", "change_caption"):
+        return _change_sample(record, root, users, answers)
     if task not in ("ground", "caption", "classify", "vqa") or len(users) != 1 or not answers or len(images) != 1:
         return "not a single-image sample of a known task"
     image = root / str(images[0])
@@ -111,6 +116,26 @@ def _zoom_sample(record: dict, root: Path, users: list, answers: list) -> Sample
     question = prompt[: -len(ZOOM_REQUEST_SUFFIX)].strip() if prompt.endswith(ZOOM_REQUEST_SUFFIX) else prompt
     sample_id = str(record.get("id") or raster)
     return Sample(sample_id, "zoom", root / str(raster), prompt, question, [str(answers[-1])])
+
+
+def _change_sample(record: dict, root: Path, users: list, answers: list) -> Sample | str:
+    """A pair of frames with the question about them (its class and kind in `change`)."""
+    videos = record.get("videos") or []
+    if len(videos) != 1 or len(videos[0]) != 2 or len(users) != 1 or not answers:
+        return "not a two-frame change sample"
+    before, after = root / str(videos[0][0]), root / str(videos[0][1])
+    if not before.is_file() or not after.is_file():
+        return "frame file missing"
+    sample_id, answer = str(record.get("id") or videos[0][0]), str(answers[-1])
+    prompt = str(users[0]).replace("<video>", " ").strip()
+    if record["task"] == "change_caption":
+        return Sample(sample_id, "change_caption", before, prompt, "", [str(r) for r in record.get("references") or [answer]], image_after=after)
+    asked = record.get("change") or {}
+    if not asked.get("label") or asked.get("kind") not in ("changed", "appeared", "disappeared"):
+        return "change samples without their class and kind ('change': {label, kind})"
+    boxes = [b.points.tolist() for b in parse_boxes(answer, tuple(record.get("resized_size") or (0, 0))).boxes]
+    return Sample(sample_id, "change", before, prompt, str(asked["label"]), [answer], image_after=after, change_kind=asked["kind"],
+                  reference_boxes=boxes)
 
 
 def open_split(path: str | Path) -> DatasetSplit:

@@ -43,6 +43,18 @@ def _field(fields: list[str], wanted: str | None, defaults: tuple[str, ...], opt
     return found
 
 
+def reprojected(geoms, crs: str | None, target_crs: str | None):
+    """Geometries read in `crs`, in `target_crs` when both are known and differ; and their CRS."""
+    if not (target_crs and crs and len(geoms)):
+        return geoms, crs
+    from pyproj import CRS, Transformer
+
+    if CRS.from_user_input(crs) == CRS.from_user_input(target_crs):
+        return geoms, crs
+    transformer = Transformer.from_crs(crs, target_crs, always_xy=True)
+    return shapely.transform(geoms, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1]))), target_crs
+
+
 def read_layer(
     path: Path,
     truth: bool,
@@ -69,14 +81,7 @@ def read_layer(
 
     notes = Annotations(BoxTable.empty(), [], str(path))
     geoms = shapely.from_wkb(geometry) if geometry is not None else np.empty(0, dtype=object)
-    crs = meta.get("crs")
-    if target_crs and crs and len(geoms):
-        from pyproj import CRS, Transformer
-
-        if CRS.from_user_input(crs) != CRS.from_user_input(target_crs):
-            transformer = Transformer.from_crs(crs, target_crs, always_xy=True)
-            geoms = shapely.transform(geoms, lambda xy: np.column_stack(transformer.transform(xy[:, 0], xy[:, 1])))
-            crs = target_crs
+    geoms, crs = reprojected(geoms, meta.get("crs"), target_crs)
     usable = np.array([g is not None and g.geom_type in ("Polygon", "MultiPolygon") and g.area > 0 for g in geoms], dtype=bool)
     for index in np.flatnonzero(~usable):
         notes.skip(f"{path.name} feature {index + 1}", "not a polygon with an area")

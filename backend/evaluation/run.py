@@ -25,7 +25,7 @@ from rasterio.errors import NotGeoreferencedWarning
 
 from backend.atomic import write_text
 from backend.contract import TaskOptions, TaskRequest, TaskResult
-from backend.drive import drive
+from backend.drive import drive, open_run
 from backend.engine import Engine
 from backend.errors import Cancelled, UserError, validation_problem
 from backend.evaluation.dataset import REGION_CAPTION_PREFIX, DatasetSplit, Sample
@@ -44,15 +44,18 @@ PREDICTIONS = "predictions"
 RUN_FILE = "run.json"
 
 
-def _sample_file(folder: Path, sample: Sample) -> Path:
+def prediction_file(folder: Path, sample: Sample) -> Path:
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", sample.id)[:80]
     return folder / sample.task / f"{safe}-{hashlib.sha1(sample.id.encode()).hexdigest()[:8]}.json"
 
 
-def _request(task: str, image: Path, options: TaskOptions, classes: Sequence[str] | None = None, argument: str = "") -> TaskRequest:
+def _request(task: str, image: Path, options: TaskOptions, classes: Sequence[str] | None = None, argument: str = "",
+             after: Path | None = None) -> TaskRequest:
     fields = {"task": task, "raster": str(image), "options": options}
-    if task in ("detect", "classify"):
+    if task in ("detect", "classify", "change"):
         fields["classes"] = list(classes or [])
+    if after is not None:
+        fields["raster_after"] = str(after)
     if task == "ground":
         fields["expression"] = argument
     if task == "ask":
@@ -119,7 +122,7 @@ def evaluate_model(
     folder = out / PREDICTIONS
     (folder / "detect").mkdir(parents=True, exist_ok=True)
     jobs = [("detect", stem, folder / "detect" / f"{stem}.txt") for stem in split.images]
-    jobs += [(sample.task, sample, _sample_file(folder, sample)) for sample in split.samples]
+    jobs += [(sample.task, sample, prediction_file(folder, sample)) for sample in split.samples]
     total = len(jobs)
     todo = [job for job in jobs if not job[2].is_file()]
     done = total - len(todo)
@@ -128,7 +131,7 @@ def evaluate_model(
     chunk = max(1, engine.batch_size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)  # dataset tiles are plain PNG/JPEG, in pixels by design
-        for task in ("detect", "ground", "classify", "ask", "caption", "zoom"):
+        for task in ("detect", "ground", "classify", "ask", "caption", "zoom", "change", "change_caption"):
             mine = [job for job in todo if job[0] == task]
             for start in range(0, len(mine), chunk):
                 if should_stop is not None and should_stop():
@@ -155,8 +158,10 @@ def _predict_chunk(jobs: list, engine: Engine, split: DatasetSplit, classes: lis
             if task == "detect":
                 runs.append(TaskRun(_request("detect", split.images[item], options, classes), engine.model_id, engine.defaults))
                 continue
-            sample_classes = item.argument.split(",") if task == "classify" else None
-            run = TaskRun(_request(task, item.image, options, sample_classes, item.argument), engine.model_id, engine.defaults)
+            sample_classes = item.argument.split(",") if task == "classify" else [item.argument] if task == "change" else None
+            sample_options = TaskOptions(**options.model_dump(exclude_unset=True), change_kinds=[item.change_kind]) if task == "change" else options
+            run = open_run(_request(task, item.image, sample_options, sample_classes, item.argument, item.image_after), engine.model_id,
+                           engine.defaults)
             if task == "caption" and item.prompt.startswith(REGION_CAPTION_PREFIX):
                 run.user = item.prompt  # the pipeline has no region-caption task: ask the sample's own question
             runs.append(run)
@@ -171,9 +176,10 @@ def _predict_chunk(jobs: list, engine: Engine, split: DatasetSplit, classes: lis
         box = None
         if task == "ground" and result.features:
             box = np.asarray(result.features[0].geometry["coordinates"][0], dtype=float)[:4].tolist()
+        boxes = [np.asarray(f.geometry["coordinates"][0], dtype=float)[:4].tolist() for f in result.features] if task == "change" else None
         target.parent.mkdir(parents=True, exist_ok=True)
         raw = result.features[0].properties.get("raw_text") if result.features else None
-        write_text(target, json.dumps({"id": item.id, "task": task, "answer": result.text, "box": box, "raw": raw}))
+        write_text(target, json.dumps({"id": item.id, "task": task, "answer": result.text, "box": box, "boxes": boxes, "raw": raw}))
 
 
 def _predict_zoom(job: tuple, engine: Engine, options: TaskOptions) -> None:
@@ -200,7 +206,7 @@ def score_predictions(split: DatasetSplit, out: Path, classes: Sequence[str], io
         plot_precision_recall(report.headline, Path(out) / "precision_recall.png", "precision-recall per class (AP_nc)")
     answers: dict[str, dict] = {}
     for sample in split.samples:
-        target = _sample_file(folder, sample)
+        target = prediction_file(folder, sample)
         if target.is_file():
             answers[sample.id] = json.loads(target.read_text())
     by_task: dict[str, list[Sample]] = {}
@@ -220,4 +226,28 @@ def score_predictions(split: DatasetSplit, out: Path, classes: Sequence[str], io
     if "caption" in by_task:
         document["tasks"]["captioning"] = caption_scores([answers.get(s.id, {}).get("answer") or "" for s in by_task["caption"]],
                                                          [s.references for s in by_task["caption"]])
+    if "change_caption" in by_task:
+        document["tasks"]["change_captioning"] = caption_scores([answers.get(s.id, {}).get("answer") or "" for s in by_task["change_caption"]],
+                                                                [s.references for s in by_task["change_caption"]])
+    if "change" in by_task:
+        document["tasks"]["change"] = _change_scores(by_task["change"], answers)
     return document
+
+
+def _change_scores(samples: list[Sample], answers: dict) -> dict:
+    """Object F1 of the changed objects, and pixel F1 of their boxes on each frame pair."""
+    import shapely
+    from PIL import Image
+
+    from backend.evaluation.change import ChangeBox, PixelScores, object_scores, rasterised
+
+    predicted, true, pixels = [], [], PixelScores()
+    for sample in samples:
+        mine = [ChangeBox(sample.id, sample.argument, sample.change_kind, shapely.Polygon(b)) for b in answers.get(sample.id, {}).get("boxes") or []]
+        theirs = [ChangeBox(sample.id, sample.argument, sample.change_kind, shapely.Polygon(b)) for b in sample.reference_boxes]
+        predicted += mine
+        true += theirs
+        with Image.open(sample.image) as frame:
+            shape = (frame.height, frame.width)
+        pixels.add(rasterised([b.polygon for b in mine], shape), rasterised([b.polygon for b in theirs], shape))
+    return {**object_scores(predicted, true), **pixels.as_dict(), "samples": len(samples)}

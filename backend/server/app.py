@@ -25,6 +25,7 @@ from backend.contract import (
     ErrorResponse,
     ExportTrainingRequest,
     FitTrainingRequest,
+    GrpoTrainingRequest,
     Health,
     JobCreated,
     JobProgress,
@@ -248,6 +249,12 @@ def create_app(
     def submit_fit(request: FitTrainingRequest) -> JobCreated:
         """Fine-tune (`rscovlm train fit`) in a child process; the same request again resumes a cancelled run."""
         return created(trainer().submit("fit", request))
+
+    @app.post("/training/grpo", response_model=JobCreated, status_code=202, tags=["training"], responses=training_responses)
+    def submit_grpo(request: GrpoTrainingRequest) -> JobCreated:
+        """Reinforcement fine-tuning with task rewards (`rscovlm train grpo`) in a child process; progress carries the mean
+        reward per task; the same request again resumes a cancelled run."""
+        return created(trainer().submit("grpo", request))
 
     @app.get("/training", response_model=list[TrainingJobStatus], tags=["training"])
     def list_training() -> list[TrainingJobStatus]:

@@ -67,6 +67,22 @@ def decode_image_url(url: str, budget: list[int] | None = None) -> np.ndarray:
         raise UserError(f"an image_url does not hold a readable image ({exc}).", "Send PNG or JPEG bytes, base64-encoded.") from exc
 
 
+MAX_FRAMES = 8
+
+
+def decode_video_url(url: str, budget: list[int]) -> list[np.ndarray]:
+    """The frames of `data:video/jpeg;base64,<frame>,<frame>` (vLLM's form of a frame list)."""
+    header, comma, data = url.partition(",")
+    if header != "data:video/jpeg;base64" or not comma:
+        raise UserError(f"video_url '{url[:40]}...' is not a list of frames.", "Send data:video/jpeg;base64,<frame>,<frame> (the server fetches no URLs).")
+    frames = data.split(",")
+    if len(frames) > MAX_FRAMES:
+        raise TooMuchImage(f"a video of {len(frames)} frames.", f"Send at most {MAX_FRAMES}.")
+    if len(frames) < 2:
+        raise UserError("a video needs at least two frames.", "Send the earlier and the later image.")
+    return [decode_image_url("data:image/jpeg;base64," + frame, budget) for frame in frames]
+
+
 def fit_to_range(image: np.ndarray, min_pixels: int, max_pixels: int) -> np.ndarray:
     """The image at its smart_resize size for the model's pixel range (as the processor would
     resize it; unchanged when it is already such a size)."""
@@ -85,12 +101,17 @@ def conversation_from_request(request: ChatCompletionRequest, min_pixels: int, m
         if isinstance(message.content, str):
             conversation.append(Message(message.role, message.content))
             continue
-        texts, images = [], []
-        if sum(part.type == "image_url" for part in message.content) > MAX_IMAGES_PER_MESSAGE:
+        lead, texts, images, video = [], [], [], []
+        if sum(part.type in ("image_url", "video_url") for part in message.content) > MAX_IMAGES_PER_MESSAGE:
             raise TooMuchImage(f"a message carries more than {MAX_IMAGES_PER_MESSAGE} images.", "Send fewer images per message.")
         for part in message.content:
             if part.type == "text":
                 texts.append(part.text or "")
+            elif part.type == "video_url":
+                if part.video_url is None or video:
+                    raise UserError("a message may carry one video, given as its video_url.", None)
+                lead, texts = texts, []  # the text before the frames leads them, as the training data reads
+                video = [fit_to_range(frame, min_pixels, max_pixels) for frame in decode_video_url(part.video_url.url, budget)]
             elif part.image_url is None:
                 raise UserError("a content part of type image_url has no image_url.", None)
             else:
@@ -98,9 +119,11 @@ def conversation_from_request(request: ChatCompletionRequest, min_pixels: int, m
                     images.append(fit_to_range(decode_image_url(part.image_url.url, budget), min_pixels, max_pixels))
                 except ValueError as exc:  # smart_resize refuses an aspect ratio over 200
                     raise UserError(f"an image cannot be shown to the model ({exc}).", "Send a less elongated image.") from None
-        if images and message.role != "user":
+        if (images or video) and message.role != "user":
             raise UserError(f"a {message.role} message carries an image; only user messages may.", None)
-        conversation.append(Message(message.role, "\n".join(texts), tuple(images)))
+        if video and len({frame.shape for frame in video}) != 1:
+            raise UserError("the frames of a video differ in size.", "Send frames of one size (one place, one grid).")
+        conversation.append(Message(message.role, "\n".join(texts), tuple(images), tuple(video), "\n".join(lead)))
     if conversation[-1].role != "user":
         raise UserError("the last message must be the user's: the model answers it.", None)
     return conversation

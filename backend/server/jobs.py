@@ -30,7 +30,7 @@ from itertools import groupby
 import numpy as np
 
 from backend.contract import JobProgress, JobStatus, JobSummary, TaskRequest, TaskResult
-from backend.drive import drive
+from backend.drive import drive, open_run
 from backend.engine import Engine, Generation
 from backend.errors import Cancelled, UserError
 from backend.pipeline import TaskRun
@@ -294,7 +294,7 @@ class Scheduler(JobTable[TaskJob]):
     def submit(self, request: TaskRequest) -> TaskJob:
         """Plan the job now (bad input fails here, as a UserError) and queue it. Options the
         request leaves unset are the model's (its trained tile and view sizes)."""
-        run = TaskRun(request, self.engine.model_id, self.engine.defaults)
+        run = open_run(request, self.engine.model_id, self.engine.defaults)
         try:
             with self.cond:
                 self._admit()

@@ -1,8 +1,8 @@
-"""Training jobs: `rscovlm train export | fit` run by the service, each in a child process.
+"""Training jobs: `rscovlm train export | fit | grpo` run by the service, each in a child process.
 
 A child, not a thread: training loads a second copy of the model, allocates for hours and can
 crash or run out of memory; none of that may reach the process that serves the model. The child
-is `python -m training.runner export|fit` (training/runner.py), given its request as JSON on
+is `python -m training.runner export|fit|grpo` (training/runner.py), given its request as JSON on
 stdin; it reports progress, the result or its one-line error as JSON lines on stdout, and runs
 at a lower CPU priority. The backend never imports `training` (training depends on the backend).
 
@@ -35,6 +35,7 @@ from pydantic import BaseModel, ValidationError
 from backend.contract import (
     ExportTrainingRequest,
     FitTrainingRequest,
+    GrpoTrainingRequest,
     TrainingJobStatus,
     TrainingKind,
     TrainingOutputs,
@@ -166,7 +167,7 @@ class TrainingJobs(JobTable[TrainingJob]):
                 job.process.kill()
         return cancelled + len(running)
 
-    def submit(self, kind: TrainingKind, request: ExportTrainingRequest | FitTrainingRequest) -> TrainingJob:
+    def submit(self, kind: TrainingKind, request: ExportTrainingRequest | FitTrainingRequest | GrpoTrainingRequest) -> TrainingJob:
         with self.cond:
             if self.stopping:
                 raise ServiceBusy("the server is stopping; send the request to a running one.")

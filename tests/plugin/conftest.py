@@ -32,6 +32,17 @@ from qgis.PyQt.QtCore import QCoreApplication  # noqa: E402
 from qgis_plugin.client import Connection  # noqa: E402
 from qgis_plugin.settings import PREFIX, PluginSettings  # noqa: E402
 
+QGIS_ENVIRONMENT = {
+    "PYTHONPATH": "/usr/share/qgis/python:/usr/lib/python3/dist-packages",
+    "PYTHONHOME": "/usr",
+    "LD_LIBRARY_PATH": "/usr/lib/qgis",
+    "GDAL_DATA": "/usr/share/gdal",
+    "GDAL_DRIVER_PATH": "/usr/lib/gdalplugins",
+    "PROJ_LIB": "/usr/share/proj",
+    "QGIS_PREFIX_PATH": "/usr",
+    "CPL_DEBUG": "ON",
+}  # as inside QGIS: must not reach the backend
+
 
 def wait_until(predicate, timeout_s: float = 60.0, what: str = "condition") -> None:
     """Let Qt run (tasks finish, queued signals arrive) until `predicate()` holds."""
@@ -65,6 +76,14 @@ def run_backend_module(*args: str) -> None:
 
 
 @pytest.fixture(scope="session")
+def plugin_zip(tmp_path_factory) -> Path:
+    """The zip `make package` builds, with the backend wheel in it."""
+    out = tmp_path_factory.mktemp("dist")
+    subprocess.run(["make", "-s", "package", f"PACKAGE_DIR={out}"], cwd=REPO, check=True, capture_output=True, timeout=300)
+    return out / "rscovlm_qgis.zip"
+
+
+@pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("models") / "tiny-random"
     run_backend_module("-m", "training.scratch", "--out", str(path))
@@ -79,6 +98,16 @@ def scene_tif(tmp_path_factory) -> Path:
     """A synthetic 1024 px scene in EPSG:32633 at 0.5 m."""
     path = tmp_path_factory.mktemp("scene") / "scene.tif"
     run_backend_module("-m", "training.synthetic", "--out", str(path), "--size", "1024")
+    return path
+
+
+@pytest.fixture(scope="session")
+def later_scene_tif(scene_tif) -> Path:
+    """The scene as another provider delivers it: reprojected to Web Mercator at about 0.8 m."""
+    from osgeo import gdal
+
+    path = scene_tif.with_name("scene-later-3857.tif")
+    gdal.Warp(str(path), str(scene_tif), dstSRS="EPSG:3857", xRes=0.8, yRes=0.8, resampleAlg="bilinear")
     return path
 
 
@@ -196,3 +225,21 @@ def realdata() -> Path:
     if not folder.is_dir():
         pytest.skip(f"real data folder {folder} is absent (set RSCOVLM_REALDATA or check out ../shared)")
     return folder
+
+
+@pytest.fixture
+def controller(qgis_iface, qgis_new_project, clean_bar, settings, tmp_path, monkeypatch):
+    """The plugin's controller, in an environment like QGIS's own."""
+    from qgis_plugin.controller import Controller
+
+    for name, value in QGIS_ENVIRONMENT.items():
+        monkeypatch.setenv(name, value)
+    settings.server_file = str(tmp_path / "server.json")
+    settings.device = "cpu"
+    settings.save()
+    controller = Controller(qgis_iface)
+    states = []
+    controller.status_changed.connect(lambda state, text: states.append((state, text)))
+    controller.states = states
+    yield controller
+    controller.unload()

@@ -28,10 +28,12 @@ def test_request_bodies_fit_the_schema(task):
         task, "/data/scene.tif", (500000.0, 4400000.0, 500512.0, 4400512.0), "EPSG:32633",
         ["plane", "small vehicle"], "the white ship", tile_size=504, gsd=0.3, zoom="on", box_form="polygon",
         choices=["Yellow", "Red"], regions=[(12.4, 41.8, 12.41, 41.81)], regions_crs="EPSG:4326",
+        raster_after="/data/later.tif", change_kinds=["appeared", "disappeared"],
     )  # fmt: skip
     validate(body, "TaskRequest")
     assert ("zoom" in body.get("options", {})) == (task == "ask")  # the chain was trained on questions only
     assert ("box_form" in body.get("options", {})) == (task == "ground")
+    assert ("raster_after" in body) == (task in ("change", "change_caption")) and ("change_kinds" in body.get("options", {})) == (task == "change")
 
 
 def test_the_schema_refuses_what_the_plugin_never_sends():

@@ -116,9 +116,16 @@ def test_build_request():
         ("ask", {"text": " "}, "No question given"),
         ("classify", {"classes": []}, "scene classes"),
         ("segment", {}, "Unknown task"),
+        ("change", {"classes": ["building"]}, "No later raster given"),
+        ("change", {"raster_after": "b.tif"}, "whose changes to find"),
     ):
         with pytest.raises(RequestProblem, match=problem):
             build_request(task, "s.tif", **kwargs)
+    change = build_request("change", "a.tif", classes=["building"], raster_after="b.tif", change_kinds=["appeared", "disappeared"], tile_size=448)
+    assert change == {"task": "change", "raster": "a.tif", "raster_after": "b.tif", "classes": ["building"],
+                      "options": {"tile_size": 448, "change_kinds": ["appeared", "disappeared"]}}  # fmt: skip
+    assert "options" not in build_request("change", "a.tif", classes=["building"], raster_after="b.tif", change_kinds=["changed"])
+    assert build_request("change_caption", "a.tif", raster_after="b.tif", tile_size=448) == {"task": "change_caption", "raster": "a.tif", "raster_after": "b.tif"}
     assert split_classes("plane, ship;small vehicle\nplane") == ["plane", "ship", "small vehicle"]
 
 

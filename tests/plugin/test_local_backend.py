@@ -11,22 +11,11 @@ from qgis.core import Qgis
 from qgis.PyQt.QtWidgets import QPushButton
 
 from qgis_plugin.client import BackendClient, resolve_connection
-from qgis_plugin.controller import Controller
-from qgis_plugin.process import clean_environment, serve_command
+from qgis_plugin.environment import clean_environment
+from qgis_plugin.process import serve_command
 from qgis_plugin.settings import PluginSettings
 
-from .conftest import backend_tool, bar_messages, wait_until
-
-QGIS_ENVIRONMENT = {
-    "PYTHONPATH": "/usr/share/qgis/python:/usr/lib/python3/dist-packages",
-    "PYTHONHOME": "/usr",
-    "LD_LIBRARY_PATH": "/usr/lib/qgis",
-    "GDAL_DATA": "/usr/share/gdal",
-    "GDAL_DRIVER_PATH": "/usr/lib/gdalplugins",
-    "PROJ_LIB": "/usr/share/proj",
-    "QGIS_PREFIX_PATH": "/usr",
-    "CPL_DEBUG": "ON",
-}
+from .conftest import QGIS_ENVIRONMENT, backend_tool, bar_messages, wait_until
 
 
 def test_clean_environment_strips_what_qgis_set():
@@ -47,19 +36,6 @@ def test_serve_command_for_a_command_or_a_python():
     assert "--model" not in python
 
 
-@pytest.fixture
-def controller(qgis_iface, qgis_new_project, clean_bar, settings, tmp_path, monkeypatch):
-    for name, value in QGIS_ENVIRONMENT.items():  # as inside QGIS: must not reach the backend
-        monkeypatch.setenv(name, value)
-    settings.server_file = str(tmp_path / "server.json")
-    settings.device = "cpu"
-    settings.save()
-    controller = Controller(qgis_iface)
-    states = []
-    controller.status_changed.connect(lambda state, text: states.append((state, text)))
-    controller.states = states
-    yield controller
-    controller.unload()
 
 
 @pytest.mark.slow

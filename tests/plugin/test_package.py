@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import configparser
 import importlib
-import subprocess
 import sys
 import zipfile
 
@@ -19,10 +18,8 @@ RECOMMENDED_METADATA = ("qgisMaximumVersion", "tracker", "homepage", "category",
 
 
 @pytest.fixture(scope="module")
-def package(tmp_path_factory):
-    out = tmp_path_factory.mktemp("dist")
-    subprocess.run(["make", "-s", "package", f"PACKAGE_DIR={out}"], cwd=REPO, check=True, capture_output=True, timeout=120)
-    return out / "rscovlm_qgis.zip"
+def package(plugin_zip):
+    return plugin_zip
 
 
 def metadata_of(archive: zipfile.ZipFile) -> configparser.SectionProxy:
@@ -49,6 +46,7 @@ def test_zip_follows_the_plugin_repository_rules(package):
         assert metadata["repository"].startswith("https://")
         sources = sorted(p.name for p in (REPO / "qgis_plugin").glob("*.py"))
         assert sorted(n.split("/")[-1] for n in names if n.count("/") == 1 and n.endswith(".py")) == sources
+        assert f"rscovlm_qgis/backend_wheel/rscovlm_qgis-{metadata['version']}-py3-none-any.whl" in names  # Install backend... installs it
         for style in ("detections", "grounding", "zoom", "answer"):
             assert f"rscovlm_qgis/resources/styles/{style}.qml" in names
     pyproject = (REPO / "pyproject.toml").read_text()

@@ -38,7 +38,7 @@ def test_init_processing_alone_registers_the_provider(qgis_iface):
     provider = QgsApplication.processingRegistry().providerById("rscovlm")
     try:
         assert sorted(a.name() for a in provider.algorithms()) == [
-            "ask", "caption", "classify", "describe", "detect", "export_training_data", "fine_tune", "ground"
+            "ask", "caption", "change", "classify", "describe", "detect", "export_training_data", "fine_tune", "ground", "reinforce"
         ]
     finally:
         plugin.unload()

@@ -21,13 +21,15 @@ class Errors(QgsProcessingFeedback):
 
 def test_algorithms_register_with_their_parameters(provider):
     algorithms = {a.name(): a for a in provider.algorithms()}
-    assert sorted(algorithms) == ["ask", "caption", "classify", "describe", "detect", "export_training_data", "fine_tune", "ground"]
+    assert sorted(algorithms) == ["ask", "caption", "change", "classify", "describe", "detect", "export_training_data", "fine_tune", "ground", "reinforce"]
     names = {name: [p.name() for p in a.parameterDefinitions()] for name, a in algorithms.items()}
     assert names["detect"] == ["INPUT", "EXTENT", "CLASSES", "TILE_SIZE", "GSD", "PIXEL_SIZE", "OUTPUT"]
     assert names["ground"] == ["INPUT", "EXTENT", "TEXT", "BOX_FORM", "GSD", "PIXEL_SIZE", "OUTPUT"]  # no Zoom-in Chain: untrained
     assert names["ask"] == ["INPUT", "EXTENT", "TEXT", "CHOICES", "GSD", "ZOOM", "PIXEL_SIZE", "OUTPUT"]
     assert names["describe"] == ["INPUT", "FEATURES", "GSD", "PIXEL_SIZE", "OUTPUT"]
     assert names["caption"] == ["INPUT", "EXTENT", "GSD", "PIXEL_SIZE", "OUTPUT"]
+    assert names["change"] == ["INPUT", "INPUT_AFTER", "EXTENT", "CLASSES", "CHANGES", "CAPTION", "TILE_SIZE", "GSD", "PIXEL_SIZE", "OUTPUT"]
+    assert [o.name() for o in algorithms["change"].outputDefinitions()] == ["OUTPUT", "ANSWER"]
     assert [o.name() for o in algorithms["ask"].outputDefinitions()] == ["OUTPUT", "ANSWER"]
     assert QgsApplication.processingRegistry().algorithmById("rscovlm:detect").displayName() == "Detect objects"
 
@@ -133,3 +135,28 @@ def test_describe_features_headless_gives_the_features_back_with_descriptions(pr
     moved = {f["name"]: f.geometry().asPoint() for f in described.getFeatures()}
     assert moved["west"] == points[0] and moved["east"] == points[2]  # the features as they were
     QgsProject.instance().removeMapLayer(layer.id())
+
+
+@pytest.mark.backend
+def test_change_headless_in_a_batch_of_two_dates(provider, use_backend, scene_tif, later_scene_tif, tmp_path):
+    """rscovlm:change with the later date in another CRS: a change layer in the earlier raster's
+    CRS with the dates; ticked, the changes described in words; as a batch, once per pair."""
+    import processing
+
+    out = tmp_path / "changes.gpkg"
+    result = processing.run("rscovlm:change", {"INPUT": str(scene_tif), "INPUT_AFTER": str(later_scene_tif), "CLASSES": "building",
+                                               "CHANGES": 3, "TILE_SIZE": 512, "OUTPUT": str(out)})
+    layer = QgsVectorLayer(result["OUTPUT"], "changes", "ogr")
+    assert layer.isValid() and layer.crs().authid() == "EPSG:32633"  # the earlier raster's, not the later one's 3857
+    assert {"label", "change", "date_before", "date_after"} <= set(layer.fields().names()) or layer.featureCount() == 0
+    caption = processing.run("rscovlm:change", {"INPUT": str(scene_tif), "INPUT_AFTER": str(later_scene_tif), "CAPTION": True, "OUTPUT": "memory:"})
+    assert isinstance(caption["ANSWER"], str) and caption["ANSWER"]
+    described = caption["OUTPUT"] if isinstance(caption["OUTPUT"], QgsVectorLayer) else QgsProject.instance().mapLayer(caption["OUTPUT"])
+    [feature] = described.getFeatures()
+    assert feature["text"] == caption["ANSWER"] and feature["task"] == "change_caption"
+    assert (feature["date_before"], feature["date_after"]) == ("scene", "scene-later-3857")  # no dates in their metadata: the file names
+    feedback = Errors()
+    with pytest.raises(QgsProcessingException):
+        processing.run("rscovlm:change", {"INPUT": str(scene_tif), "INPUT_AFTER": str(scene_tif), "CLASSES": "building", "OUTPUT": "memory:"},
+                       feedback=feedback)
+    assert any("given as both dates" in error for error in feedback.errors)

@@ -20,7 +20,7 @@ from qgis.core import (
 )
 
 from qgis_plugin.task_request import RequestProblem
-from qgis_plugin.training_request import build_export_request, build_fit_request, data_spec
+from qgis_plugin.training_request import build_export_request, build_fit_request, build_grpo_request, data_spec
 
 from .conftest import backend_tool, run_backend_module
 from .test_contract import OPENAPI, validate
@@ -87,6 +87,10 @@ def test_the_training_algorithms_register(provider):
     assert parameters["CLASS_FIELD"].parentLayerParameterName() == "LABELS"
     assert [p.name() for p in fit.parameterDefinitions()][:5] == ["MODEL", "METHOD", "DATA", "VAL_DATA", "MAX_STEPS"]
     assert {o.name() for o in fit.outputDefinitions()} >= {"OUTPUT", "RESULT", "VAL_LOSS", "VAL_AP_NC"}
+    reinforce = algorithms["reinforce"]
+    assert (reinforce.displayName(), reinforce.group()) == ("Reinforce (GRPO)", "Training")
+    assert [p.name() for p in reinforce.parameterDefinitions()][:4] == ["MODEL", "ADAPTER", "DATA", "MAX_STEPS"]
+    assert {o.name() for o in reinforce.outputDefinitions()} == {"OUTPUT", "RESULT", "REWARD"}
 
 
 @pytest.mark.backend
@@ -198,6 +202,22 @@ def test_cancelled_fine_tune_keeps_a_checkpoint_and_resumes(provider, use_backen
 
 
 @pytest.mark.backend
+@pytest.mark.slow
+def test_reinforce_logs_the_reward_per_task_and_writes_an_adapter(provider, use_backend, tiny_checkpoint, dataset, tmp_path):
+    import processing
+
+    feedback = Recorder()
+    run = tmp_path / "rl"
+    settings = "prompts_per_step=1, num_generations=2, max_tokens_detect=16, max_tokens_ground=16, save_every=1"
+    result = processing.run("rscovlm:reinforce", {"MODEL": str(tiny_checkpoint), "DATA": str(dataset), "MAX_STEPS": 2, "SETTINGS": settings,
+                                                  "OUTPUT": str(run)}, feedback=feedback)
+    assert result["RESULT"] == str(run / "adapter") and (run / "adapter" / "adapter_config.json").is_file()
+    steps = [line for line in feedback.lines if line.startswith("step ")]
+    assert steps and steps[-1].startswith("step 2/2  mean reward") and all("format" in line for line in steps)
+    assert json.loads((run / "metrics.json").read_text())["trainer"] == "grpo" and result["REWARD"] is not None
+
+
+@pytest.mark.backend
 def test_bad_input_is_reported(provider, use_backend, scene_tif, tiny_checkpoint, tmp_path):
     import processing
 
@@ -212,6 +232,8 @@ def test_bad_input_is_reported(provider, use_backend, scene_tif, tiny_checkpoint
          "The backend's job failed: the data spec names a missing dataset"),
         ("rscovlm:fine_tune", {"MODEL": str(tiny_checkpoint), "DATA": "x", "SETTINGS": "lora_r", "OUTPUT": str(tmp_path / "e")},
          "Setting 'lora_r' is not key=value"),
+        ("rscovlm:reinforce", {"MODEL": str(tiny_checkpoint), "DATA": str(tmp_path / "nothing"), "MAX_STEPS": 1, "OUTPUT": str(tmp_path / "f")},
+         "The backend's job failed: the data spec names a missing dataset"),
     ]
     for algorithm, parameters, problem in cases:
         feedback = Recorder()
@@ -231,16 +253,19 @@ def test_request_bodies_fit_the_schema():
     assert fit["data"] == "data/boats*3,data/general%20" and fit["config"] == "full"
     assert fit["overrides"] == ["lora_r=8", "learning_rate=5e-5"]
     assert build_fit_request("m", "d", "o")["config"] == "lora" and data_spec(" a , ,b ") == "a,b"
+    grpo = build_grpo_request("m", "data/boats", "runs/rl", adapter="runs/boats/adapter", max_steps=5, overrides="beta=0.0")
+    validate(grpo, "GrpoTrainingRequest")
+    assert grpo["config"] == "grpo" and grpo["adapter"] == "runs/boats/adapter" and grpo["overrides"] == ["beta=0.0"]
     with pytest.raises(RequestProblem, match="No class given"):
         build_export_request("r", "l", "o")
 
 
 def test_the_training_fields_the_plugin_reads_exist():
     schemas = OPENAPI["components"]["schemas"]
-    assert {"done", "total", "unit", "epoch", "loss", "learning_rate", "val_loss", "val_ap_nc"} <= set(schemas["TrainingProgress"]["properties"])
+    assert {"done", "total", "unit", "epoch", "loss", "learning_rate", "val_loss", "val_ap_nc", "reward", "rewards"} <= set(schemas["TrainingProgress"]["properties"])
     assert {"dataset", "run", "adapter", "model", "merged"} <= set(schemas["TrainingOutputs"]["properties"])
     assert {"state", "progress", "outputs", "result", "error"} <= set(schemas["TrainingJobStatus"]["properties"])
     assert {"id", "labels"} <= set(schemas["VectorUpload"]["properties"])
     routes = {(path, method) for path, item in OPENAPI["paths"].items() for method in item}
-    assert {("/training/export", "post"), ("/training/fit", "post"), ("/training/{job_id}", "get"), ("/training/{job_id}", "delete"),
+    assert {("/training/export", "post"), ("/training/fit", "post"), ("/training/grpo", "post"), ("/training/{job_id}", "get"), ("/training/{job_id}", "delete"),
             ("/vectors", "post"), ("/vectors/{upload_id}", "delete")} <= routes

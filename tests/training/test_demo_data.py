@@ -27,7 +27,8 @@ from training.layouts import plan_layout
 from training.synthetic import CLASSES
 
 PLAN = DemoDataPlan(scenes=6, tiles_per_scene=4, zoom_scenes=1, val_scenes=6, val_zoom_scenes=1, scene_sizes=(512,), town_size=640,
-                    mosaic_sizes=(2048, 2048), val_mosaic_sizes=(2560, 2560))
+                    mosaic_sizes=(2048, 2048), val_mosaic_sizes=(2560, 2560), change_scenes=2, val_change_scenes=1, change_tiles_per_scene=4)
+TASKS = {"detect", "ground", "vqa", "caption", "classify", "zoom", "change", "change_caption"}
 
 
 @pytest.fixture(scope="module")
@@ -43,11 +44,11 @@ def _records(folder):
 def test_every_task_is_in_the_dataset_layout(demo_data):
     out, manifest = demo_data
     train = _records(out / "train")
-    assert set(Counter(r["task"] for r in train)) == {"detect", "ground", "vqa", "caption", "classify", "zoom"}
+    assert set(Counter(r["task"] for r in train)) == TASKS
     assert manifest["classes"] == sorted(CLASSES)
     assert manifest["pixel_budget"]["max_pixels"] == DEMO_MAX_PIXELS
     for record in train:
-        assert all((out / "train" / image).is_file() for image in record["images"])
+        assert all((out / "train" / image).is_file() for image in record["images"] + sum(record.get("videos", []), []))
         if record["task"] == "detect":
             name = record["images"][0].split("/")[1].removesuffix(".png")
             assert (out / "train" / "labelTxt" / f"{name}.txt").is_file()
@@ -77,12 +78,42 @@ def test_trainer_reads_and_collates_every_task(demo_data, tiny_checkpoint):
 
     out, _ = demo_data
     mixture = Mixture(parse_data_spec(str(out)), "train", seed=0, min_pixels=MIN_PIXELS, max_pixels=DEMO_MAX_PIXELS)
-    assert set(mixture.tasks()) == {"detect", "ground", "vqa", "caption", "classify", "zoom"}
+    assert set(mixture.tasks()) == TASKS
     zoom = next(i for i, s in enumerate(mixture.samples) if s.task == "zoom")
     detect = next(i for i, s in enumerate(mixture.samples) if s.task == "detect")
-    batch = Collator(AutoProcessor.from_pretrained(tiny_checkpoint))([mixture[zoom], mixture[detect]])
+    change = next(i for i, s in enumerate(mixture.samples) if s.task == "change")
+    batch = Collator(AutoProcessor.from_pretrained(tiny_checkpoint))([mixture[zoom], mixture[detect], mixture[change]])
     assert batch["image_grid_thw"].shape[0] == 3  # overview + crop, and the tile
+    assert batch["video_grid_thw"].tolist() == [[1, TILE // 14, TILE // 14]]  # two frames: one temporal patch
     assert (batch["labels"] != -100).any(dim=1).all()
+
+
+def test_change_answers_are_the_truth_seen_on_the_pair(demo_data):
+    """Every box a change answer gives covers a true change of its class and kind on the earlier
+    grid, and where the two frames differ most lies inside the boxes."""
+    from backend.prompts import change_question
+
+    out, _ = demo_data
+    records = [r for r in _records(out / "train") if r["task"] == "change"]
+    assert len(records) == PLAN.change_scenes * PLAN.change_tiles_per_scene
+    answered = 0
+    for record in records:
+        label, kind = record["change"]["label"], record["change"]["kind"]
+        assert record["messages"][0]["content"].endswith(change_question(label, kind))
+        answer = parse_boxes(record["messages"][1]["content"], (TILE, TILE))
+        if not answer.boxes:
+            assert record["messages"][1]["content"] == "There are none."
+            continue
+        answered += 1
+        first, second = (np.asarray(Image.open(out / "train" / f), dtype=float) for f in record["videos"][0])
+        differs = np.abs(second - (0.9 * first + 9.0)).max(axis=2)  # the later day's tone taken out
+        boxes = [tuple(np.clip(np.round(np.r_[b.points.min(axis=0), b.points.max(axis=0)]).astype(int), 0, TILE)) for b in answer.boxes]
+        elsewhere = np.ones(differs.shape, bool)
+        for x0, y0, x1, y1 in boxes:
+            elsewhere[max(0, y0 - 3) : y1 + 3, max(0, x0 - 3) : x1 + 3] = False
+        for (x0, y0, x1, y1), box in zip(boxes, answer.boxes):  # an object at one date only: the frames differ on it
+            assert differs[y0:y1, x0:x1].mean() > 3 * differs[elsewhere].mean() + 2, (record["id"], box.raw)
+    assert answered >= len(records) // 3
 
 
 def test_zoom_crops_are_what_the_chain_reads_for_the_call(demo_data):

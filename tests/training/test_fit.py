@@ -124,7 +124,7 @@ def _logits(engine, image: np.ndarray, user: str, system: str) -> torch.Tensor:
     from backend.engine.local import chat_messages
     from backend.prompts import single_turn
 
-    messages, images = chat_messages(single_turn(image, user, system))
+    messages, images, _ = chat_messages(single_turn(image, user, system))
     text = engine.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     inputs = engine.processor(text=[text], images=images, return_tensors="pt")
     with torch.no_grad():
@@ -269,7 +269,7 @@ def test_bad_input(tiny_checkpoint, exported, tmp_path):
         fit(settings(tiny_checkpoint, data, tmp_path / "r", max_steps=2, lora_r=8))
     # --overwrite replaces a run folder only: a mistyped --out (here the dataset) keeps its files
     before = sorted(p.name for p in Path(data).rglob("*"))
-    with pytest.raises(UserError, match="holds no earlier fine-tuning run"):
+    with pytest.raises(UserError, match="holds no earlier training run"):
         fit(replace(settings(tiny_checkpoint, data, data, max_steps=1), overwrite=True))
     assert sorted(p.name for p in Path(data).rglob("*")) == before
     with pytest.raises(UserError, match="unknown config key"):

@@ -1,5 +1,5 @@
-"""Training jobs over HTTP against a real server with the tiny checkpoint: `POST /training/export`
-and `/training/fit` run `training.runner` in a child process; progress, results, the queue,
+"""Training jobs over HTTP against a real server with the tiny checkpoint: `POST /training/export`,
+`/training/fit` and `/training/grpo` run `training.runner` in a child process; progress, results, the queue,
 cancel (an export leaves nothing, a fit leaves a checkpoint the same fit resumes from), bad
 input, uploaded label files, and inference served while training runs."""
 
@@ -100,6 +100,27 @@ def test_training_jobs_run_one_at_a_time(client, scene, tmp_path):
     assert done_second["started"] >= done_first["finished"]
     assert client.delete(first["url"]).json()["state"] == "done"  # a finished job is dropped
     assert client.get(first["url"]).status_code == 404
+
+
+@pytest.mark.slow
+def test_grpo_job_reports_the_reward_per_task_and_a_cancel_keeps_a_checkpoint(client, dataset, tiny_checkpoint, tmp_path):
+    data, _ = dataset
+    out = tmp_path / "rl"
+    body = {"model": str(tiny_checkpoint), "data": str(data), "out": str(out), "max_steps": 40,
+            "overrides": ["prompts_per_step=1", "num_generations=2", "max_tokens_detect=12", "max_tokens_ground=12", "save_every=1000"]}
+    created = client.post("/training/grpo", json=body).json()
+    running, _ = follow(client, created["url"], until=lambda s: s["progress"]["done"] >= 1 or s["state"] in FINAL)
+    assert running["state"] == "running", running["error"]
+    assert running["progress"]["rewards"] and "format" in running["progress"]["rewards"] and running["progress"]["reward"] is not None
+    client.delete(created["url"])
+    status, _ = follow(client, created["url"])
+    assert status["state"] == "cancelled" and "stopped at step" in status["error"]
+    step = int(status["error"].split("stopped at step ")[1].split()[0])
+    assert status["outputs"]["checkpoint"].endswith(f"checkpoint-{step}") and not (out / "adapter").exists()
+    resumed = client.post("/training/grpo", json={**body, "max_steps": step + 1}).json()
+    status, _ = follow(client, resumed["url"])
+    assert status["state"] == "done", status["error"]
+    assert status["result"]["steps"] == step + 1 and status["outputs"]["adapter"] == str(out / "adapter")
 
 
 @pytest.mark.slow
