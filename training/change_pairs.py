@@ -22,7 +22,8 @@ import numpy as np
 import shapely
 
 from backend.atomic import staged_file
-from training.synthetic import DEFAULT_CRS, Scene, SceneObject, write_scene
+from training.synthetic import write_scene
+from training.world import DEFAULT_CRS, Scene, SceneObject
 
 CHANGES = ("appeared", "disappeared")
 # What may change between the dates, and how: buildings are built or razed, vehicles and

@@ -66,7 +66,8 @@ from training.export import DATASET_FORMAT, DATASET_VERSION, detection_answer, d
 from training.labels import LabelledObject
 from training.layouts import KINDS, SITE_KINDS, plan_layout
 from training.questions import Seen, caption, colour_question, counted, groundings, listing, vqa_pairs
-from training.synthetic import CLASSES, Scene, render_block, write_scene
+from training.synthetic import render_block, write_scene
+from training.world import CLASSES, Scene
 
 DEMO_MAX_PIXELS = 448 * 448  # the demo model's pixel budget: views of at most 256 visual tokens
 TILE = 224  # detection tile side at the world's GSD: 64 visual tokens

@@ -28,7 +28,7 @@ from backend.evaluation.protocols import detection_report
 from backend.evaluation.report import detection_table
 from backend.evaluation.sources import read_predictions, read_truth
 from backend.georef import map_to_raster
-from training.synthetic import CLASSES
+from training.world import CLASSES
 
 PANEL = 1024  # side of each preview panel, px
 CLASS_COLOURS = {"plane": (255, 0, 255), "ship": (0, 255, 255), "storage tank": (255, 140, 0), "large vehicle": (255, 255, 0),

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import shapely
 
-from training.synthetic import CLASS_SPECS, PALETTE, Patch, Scene, SceneObject, Zone
+from training.world import CLASS_SPECS, PALETTE, Patch, Scene, SceneObject, Zone
 
 WORLD_GSD = 0.3  # metres per pixel of the demo world: a car is about 15 x 7 px
 KINDS = ("airport", "harbor", "industrial area", "parking lot", "residential area")

@@ -14,7 +14,8 @@ from shapely.geometry import box, shape
 
 from backend.cli import main as cli_main
 from backend.cli.tasks import BUNDLED_MODEL
-from training.synthetic import CLASSES, generate
+from training.synthetic import generate
+from training.world import CLASSES
 
 pytestmark = [
     pytest.mark.slow,

@@ -24,7 +24,7 @@ from tests.scripted import ScriptedEngine
 from training.data import Collator, Mixture, parse_data_spec
 from training.demo_data import DEMO_MAX_PIXELS, TILE, DemoDataPlan, build_demo_data
 from training.layouts import plan_layout
-from training.synthetic import CLASSES
+from training.world import CLASSES
 
 PLAN = DemoDataPlan(scenes=6, tiles_per_scene=4, zoom_scenes=1, val_scenes=6, val_zoom_scenes=1, scene_sizes=(512,), town_size=640,
                     mosaic_sizes=(2048, 2048), val_mosaic_sizes=(2560, 2560), change_scenes=2, val_change_scenes=1, change_tiles_per_scene=4)

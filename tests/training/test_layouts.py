@@ -12,7 +12,8 @@ import shapely
 from pyogrio.raw import read as read_vector
 
 from training.layouts import CLASS_COLOURS, KINDS, LAYOUTS, SITE_KINDS, Frame, plan_layout
-from training.synthetic import PALETTE, colour_name, generate, render_block, write_scene
+from training.synthetic import generate, render_block, write_scene
+from training.world import PALETTE, colour_name
 
 
 def _shapes(scene):
