@@ -54,7 +54,7 @@ $(SAMPLE): | $(VENV)/.installed
 # detection, a caption and a question answered through the Zoom-in Chain, then scores against
 # the scene's ground truth and out/preview.png.
 run: install $(SAMPLE)
-	@test -f $(DEMO_MODEL)/config.json || { echo "$(DEMO_MODEL) is missing: make demo-model trains it (about 90 minutes on 2 CPU cores)."; exit 2; }
+	@test -f $(DEMO_MODEL)/config.json || { echo "$(DEMO_MODEL) is missing: make demo-model trains it (about two hours on 2 CPU cores)."; exit 2; }
 	@mkdir -p out
 	$(VENV)/bin/rscovlm detect $(SAMPLE) --classes "$(DEMO_CLASSES)" --batch-size 8 --max-new-tokens 640 -o out/detections.gpkg
 	$(VENV)/bin/rscovlm caption $(SAMPLE) -o out/caption.gpkg

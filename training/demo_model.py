@@ -1,9 +1,12 @@
 """The bundled demo checkpoint, made from nothing by our own pipeline (`make demo-model`).
 
-1. data    training.demo_data: the synthetic co-training set, train and val from disjoint seeds
+1. data    training.demo_data: the synthetic co-training set, train and val from disjoint seeds,
+           and the same scenes' sparse views (a few objects each) for the localisation phase
 2. model   training.scratch: a `demo`-size Qwen2.5-VL with random weights, its tokenizer trained
            on the data's texts
-3. fit     training.fit: every weight trained (training/configs/demo.yaml)
+3. fit     training.fit, once per phase of training.recipes' chosen recipe (localise-first:
+           detection and grounding on sparse views, then co-training every task), every
+           weight trained (training/configs/demo.yaml)
 4. publish the trained folder, with the task defaults it was trained for
            (rscovlm_task_defaults.json: pixel budget, detection tile), becomes --out
 5. eval    `rscovlm eval run` on the val split (backend.evaluation.run), and how well the model
@@ -28,6 +31,7 @@ import sys
 import threading
 import time
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 from backend.atomic import staged_folder, write_text
@@ -36,12 +40,18 @@ from backend.model_defaults import TASK_DEFAULTS_FILE
 from backend.resolution import MIN_PIXELS
 from training.data import message_texts
 from training.demo_data import DEMO_MAX_PIXELS, TILE, DemoDataPlan, build_demo_data
-from training.synthetic import CLASSES
+from training.run_folder import METRICS_FILE, read_log
+from training.world import CLASSES
 
 CONFIG = Path(__file__).resolve().parent / "configs" / "demo.yaml"
+RECIPES_RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "localisation_recipes"
 # What the demo checkpoint declares about its training (backend.model_defaults): the view sizes and its world's classes.
-TASK_DEFAULTS = {"min_pixels": MIN_PIXELS, "max_pixels": DEMO_MAX_PIXELS, "tile_size": TILE, "tile_overlap": 64, "classes": sorted(CLASSES)}
+# Its answer limit: the longest answer it was trained on is 466 tokens (a dense tile's detection);
+# past 640 an answer is a runaway, and the default 4096 (RSCoVLM-7B's) would let one hold up a batch.
+TASK_DEFAULTS = {"min_pixels": MIN_PIXELS, "max_pixels": DEMO_MAX_PIXELS, "tile_size": TILE, "tile_overlap": 64, "classes": sorted(CLASSES),
+                 "max_new_tokens": 640}
 TIMINGS_FILE = "timings.json"
+PLAN_OPTIONS = ("scenes", "zoom_scenes", "val_scenes", "val_zoom_scenes", "change_scenes", "val_change_scenes")  # of DemoDataPlan, on the command line
 # Files of the trained folder that make the checkpoint; the rest (training summary) stays in the run.
 CHECKPOINT_FILES = ("config.json", "generation_config.json", "model.safetensors", "chat_template.jinja", "processor_config.json",
                     "tokenizer.json", "tokenizer_config.json", "preprocessor_config.json", "special_tokens_map.json", "video_preprocessor_config.json")
@@ -135,30 +145,56 @@ def _machine() -> dict:
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "torch": torch.__version__}
 
 
+def sparse_data_folder(data: Path) -> Path:
+    """Where the localisation phase's sparse views are kept, beside the co-training data."""
+    return data.with_name(data.name + "-sparse")
+
+
+def _build_data(folder: Path, plan: DemoDataPlan, timings: dict, timings_path: Path, name: str) -> None:
+    if not (folder / "manifest.json").is_file():
+        _timed(timings, name, timings_path, lambda: build_demo_data(folder, plan, _bar(name, "scene"), os.cpu_count() or 1))
+    elif json.loads((folder / "manifest.json").read_text()).get("plan") != json.loads(json.dumps(asdict(plan))):
+        raise UserError(f"{folder} was generated with another plan.", "Delete it (or give another --data) to generate it again.")
+
+
 def run(data: Path, run_folder: Path, out: Path, overrides: dict, plan: DemoDataPlan) -> dict:
+    """training.recipes' chosen recipe at full length: each phase an ordinary fit on its data
+    that starts from the model of the phase before, every phase validated on the co-training
+    data's validation split; the steps of the config shared by the phases."""
     from training import fit as fitting
-    from training.config import load_config
+    from training.config import load_config, parse_overrides
+    from training.recipes import CHOSEN, RECIPES, phase_plan, phase_steps
     from training.scratch import build_checkpoint
 
     run_folder.mkdir(parents=True, exist_ok=True)
     timings_path = run_folder / TIMINGS_FILE
     timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
-    if not (data / "manifest.json").is_file():
-        _timed(timings, "data", timings_path, lambda: build_demo_data(data, plan, _bar("data", "scene"), os.cpu_count() or 1))
-    elif json.loads((data / "manifest.json").read_text()).get("plan") != json.loads(json.dumps(asdict(plan))):
-        raise UserError(f"{data} was generated with another plan.", "Delete it (or give another --data) to generate it again.")
+    recipe = RECIPES[CHOSEN]
+    folders = {"dense": data, "sparse": sparse_data_folder(data)}
+    for kind in dict.fromkeys(["dense"] + [phase.data for phase in recipe.phases]):
+        _build_data(folders[kind], phase_plan(kind, plan), timings, timings_path, "data" if kind == "dense" else f"data ({kind} views)")
     scratch = run_folder / "scratch"
     if not (scratch / "config.json").is_file():
         _timed(timings, "scratch", timings_path, lambda: build_checkpoint(scratch, "demo", seed=0, extra_corpus=message_texts(data / "train" / "conversations.jsonl")))
-    config = load_config(CONFIG, overrides)
-    settings = fitting.FitSettings(model=str(scratch), data=str(data), out=str(run_folder / "fit"), config=config)
-    metrics = run_folder / "fit" / fitting.METRICS_FILE
-    trained_now = not metrics.is_file()
-    if trained_now:
-        fit_bar = _bar("fit", "step")
-        _timed(timings, "fit", timings_path, lambda: fitting.fit(settings, progress=lambda s: fit_bar(s.step, s.total_steps)))
-    summary = json.loads(metrics.read_text()) | {"parameters": _parameters(run_folder / "fit" / "model" / "model.safetensors")}
-    publish(run_folder / "fit" / "model", out, summary)
+    total_steps = load_config(CONFIG, overrides).max_steps
+    model, trained_now, phases = scratch, False, []
+    for number, (phase, steps) in enumerate(zip(recipe.phases, phase_steps(recipe, total_steps)), start=1):
+        name = f"fit {number} ({phase.data})"
+        phase_overrides = overrides | parse_overrides(list(phase.overrides)) | {"max_steps": steps, "warmup_steps": min(150, steps // 10)}
+        folder = run_folder / f"fit{number}-{phase.data}"
+        stale = trained_now  # a phase trained again makes every later one stale
+        if stale or not (folder / METRICS_FILE).is_file():
+            settings = fitting.FitSettings(model=str(model), data=str(folders[phase.data]), out=str(folder),
+                                           config=load_config(CONFIG, phase_overrides), val_data=str(data), overwrite=stale)
+            _timed(timings, name, timings_path, partial(_fit_with_bar, fitting.fit, settings, _bar(name, "step")))
+            trained_now = True
+        phases.append({"data": phase.data, "steps": steps, "metrics": json.loads((folder / METRICS_FILE).read_text()),
+                       "curve": [{k: e.get(k) for k in ("step", "elapsed_s", "val_loss", "val_ap_nc", "val_ground_acc")}
+                                 for e in read_log(folder) if "val_loss" in e]})
+        model = folder / "model"
+    summary = phases[-1]["metrics"] | {"parameters": _parameters(model / "model.safetensors"), "recipe": CHOSEN,
+                                       "recipe_description": recipe.description, "phases": phases}
+    publish(model, out, summary)
     report_path = run_folder / "eval" / "report.json"
     if trained_now or not report_path.is_file():
         shutil.rmtree(run_folder / "eval", ignore_errors=True)  # earlier predictions are not this model's
@@ -172,9 +208,14 @@ def run(data: Path, run_folder: Path, out: Path, overrides: dict, plan: DemoData
         write_text(localisation_path, json.dumps(measure(out, data), indent=2) + "\n")
     from training.model_card import write_model_card
 
+    recipes = RECIPES_RESULTS.with_suffix(".json")
     write_model_card(out, report, summary, timings, _machine(), json.loads((data / "manifest.json").read_text()), overrides,
-                     json.loads(localisation_path.read_text()))
+                     json.loads(localisation_path.read_text()), json.loads(recipes.read_text()) if recipes.is_file() else None)
     return report
+
+
+def _fit_with_bar(fit, settings, bar) -> None:
+    fit(settings, progress=lambda status: bar(status.step, status.total_steps))
 
 
 def _bar(desc: str, unit: str):
@@ -199,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("resources/models/demo"), help="the checkpoint folder to write")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key of training/configs/demo.yaml")
     defaults = DemoDataPlan()
-    for field in ("scenes", "zoom_scenes", "val_scenes", "val_zoom_scenes"):
+    for field in PLAN_OPTIONS:
         parser.add_argument("--" + field.replace("_", "-"), type=int, default=getattr(defaults, field), help="(data plan)")
     args = parser.parse_args(argv)
     # OpenMP threads that sleep while they wait: with other PyTorch work on the machine, spinning
@@ -208,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from training.config import parse_overrides
 
-    plan = DemoDataPlan(**{f: getattr(args, f) for f in ("scenes", "zoom_scenes", "val_scenes", "val_zoom_scenes")})
+    plan = DemoDataPlan(**{f: getattr(args, f) for f in PLAN_OPTIONS})
     try:
         report = run(args.data, args.run, args.out, parse_overrides(args.set), plan)
     except UserError as exc:

@@ -54,8 +54,6 @@ def test_classifies_and_answers_on_unseen_scenes(tmp_path: Path, capsys):
     assert right >= 2
 
 
-@pytest.mark.xfail(strict=True, reason="the bundled checkpoint was trained on bare zoom questions; turn 1 now carries "
-                   "the LRS-VQA answer instruction RSCoVLM-7B was trained with (issue 18), until the demo is retrained (issue 17)")
 def test_zooms_into_a_mosaic_it_cannot_see_whole(tmp_path: Path, capsys):
     raster = tmp_path / "countryside.tif"
     scene = generate(raster, 4096, seed=UNSEEN_SEED, kind="countryside")
