@@ -23,6 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from benchmarks import report
+from training.run_folder import read_log
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "resources" / "models" / "demo"
@@ -72,15 +73,9 @@ def _grpo(prompts: Path, out: Path, steps: int) -> None:
     grpo(GrpoSettings(model=str(DEMO), data=str(prompts), out=str(out), config=config, overwrite=True))
 
 
-def _log(out: Path) -> list[dict]:
-    from training.run_folder import read_log
-
-    return read_log(out)
-
-
 def _step_seconds(out: Path) -> float:
     """Seconds per optimizer step after the first (which warms up)."""
-    entries = [e for e in _log(out) if "elapsed_s" in e and ("loss" in e or "reward" in e)]
+    entries = [e for e in read_log(out) if "elapsed_s" in e and ("loss" in e or "reward" in e)]
     return (entries[-1]["elapsed_s"] - entries[0]["elapsed_s"]) / max(1, entries[-1]["step"] - entries[0]["step"])
 
 
@@ -152,7 +147,7 @@ def main(quick: bool = False) -> None:
         started = time.monotonic()
         train(out, steps)
         wall = time.monotonic() - started
-        curves[name] = [{k: e.get(k) for k in ("step", "elapsed_s", "loss", "reward", "rewards") if k in e} for e in _log(out)]
+        curves[name] = [{k: e.get(k) for k in ("step", "elapsed_s", "loss", "reward", "rewards") if k in e} for e in read_log(out)]
         rows.append({"arm": name, "steps": steps, "train min": round(wall / 60, 2), "s/step": round(step_s, 2),
                      **_score(DEMO, out / "adapter", val, work / f"eval-{name}")})
     for row in rows:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from backend.atomic import staged_folder
@@ -95,6 +95,25 @@ class ModelSize:
     mrope_section: tuple[int, int, int] | None = None
 
 
+# The bundled demo checkpoint (training.demo_model): a few million parameters, sized so that
+# a step of eight 224 px samples takes one to two seconds on two CPU cores.
+DEMO = ModelSize(
+    vocab_size=1000,
+    text_hidden=256,
+    text_layers=4,
+    text_heads=4,
+    text_kv_heads=2,
+    text_intermediate=768,
+    vision_hidden=192,
+    vision_depth=4,
+    vision_heads=4,
+    vision_intermediate=512,
+    text_rope_theta=20.0,
+    vision_rope_theta=100.0,
+    mrope_section=(4, 14, 14),
+)
+
+
 SIZES = {
     "tiny": ModelSize(
         vocab_size=600,
@@ -120,40 +139,10 @@ SIZES = {
         vision_heads=4,
         vision_intermediate=256,
     ),
-    # The bundled demo checkpoint (training.demo_model): a few million parameters, sized so that
-    # a step of eight 224 px samples takes well under a second on two CPU cores.
-    "demo": ModelSize(
-        vocab_size=1000,
-        text_hidden=256,
-        text_layers=4,
-        text_heads=4,
-        text_kv_heads=2,
-        text_intermediate=768,
-        vision_hidden=192,
-        vision_depth=4,
-        vision_heads=4,
-        vision_intermediate=512,
-        text_rope_theta=20.0,
-        vision_rope_theta=100.0,
-        mrope_section=(4, 14, 14),
-    ),
+    "demo": DEMO,
     # The demo's vision tower with a deeper, wider language model (about 13M parameters, 52 MB):
     # whether reading a position off the image tokens and spelling it is short of capacity.
-    "demo-deep": ModelSize(
-        vocab_size=1000,
-        text_hidden=320,
-        text_layers=8,
-        text_heads=5,
-        text_kv_heads=1,
-        text_intermediate=960,
-        vision_hidden=192,
-        vision_depth=4,
-        vision_heads=4,
-        vision_intermediate=512,
-        text_rope_theta=20.0,
-        vision_rope_theta=100.0,
-        mrope_section=(4, 14, 14),
-    ),
+    "demo-deep": replace(DEMO, text_hidden=320, text_layers=8, text_heads=5, text_kv_heads=1, text_intermediate=960),
 }
 
 
