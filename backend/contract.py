@@ -513,3 +513,50 @@ class VectorUpload(BaseModel):
     labels: str = Field(description="the uploaded file as the server sees it: pass it as ExportTrainingRequest.labels")
     bytes: int
     layers: list[str] = Field(description="the layers GDAL finds in it")
+
+
+# --- Model folders: the models the backend can use, downloads from the hub, deleting one ---
+
+ModelKind = Literal["checkpoint", "adapter", "partial"]
+DownloadState = Literal["queued", "running", "done", "failed", "cancelled"]
+
+
+class ModelFolderInfo(BaseModel):
+    name: str = Field(description="the folder's name in the models folder: what DELETE /models/{name} takes")
+    path: str = Field(description="the folder on the backend's machine: what --model (or the plugin's Model setting) takes")
+    kind: ModelKind = Field(description="a Qwen2.5-VL checkpoint, a LoRA adapter, or a download that stopped part way")
+    size_bytes: int
+    classes: list[str] = Field(description="the detection classes it was trained on (its declaration, else DOTA-v1.0's); empty when unknown")
+    source: str | None = Field(None, description="hub-id@commit it was downloaded from")
+    in_use: bool = Field(False, description="the model this backend runs")
+
+
+class DownloadProgress(BaseModel):
+    done: int = Field(0, description="bytes on disk so far")
+    total: int = Field(0, description="bytes of every file of the repository; 0 until listed")
+
+
+class ModelDownloadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    repo_id: str = Field(max_length=200, description="the hub id, e.g. Qingyun/RSCoVLM-7B-2512")
+    revision: str | None = Field(None, max_length=200, description="branch, tag or commit; default main")
+    token: str | None = Field(None, max_length=400, description="a hub token for a gated or private model; default the backend's (HF_TOKEN or a stored login)")
+
+
+class ModelDownloadStatus(BaseModel):
+    id: str
+    repo_id: str
+    state: DownloadState
+    progress: DownloadProgress
+    url: str = Field(description="where to poll; DELETE it to cancel")
+    submitted: float
+    finished: float | None = None
+    error: str | None = None
+    model: ModelFolderInfo | None = Field(None, description="the folder it made, once done")
+
+
+class ModelFolders(BaseModel):
+    folder: str = Field(description="the models folder on the backend's machine (serve --models-dir)")
+    models: list[ModelFolderInfo]
+    downloads: list[ModelDownloadStatus] = Field(description="downloads queued, running, or ended within the result TTL")

@@ -146,8 +146,9 @@ class Controller(QObject):
             return False
         if self.backend.state != "stopped":
             self.stop_backend()  # the environment it runs from is replaced
-        prefix = backend_prefix(self.settings())
-        self.install_task = InstallBackendTask(prefix, torch, Path(bundle) if bundle else None, self._install_finished)
+        settings = self.settings()
+        prefix = backend_prefix(settings)
+        self.install_task = InstallBackendTask(prefix, torch, Path(bundle) if bundle else None, self._install_finished, settings.models_path())
         QgsApplication.taskManager().addTask(self.install_task)
         self.notifier.info(f"Installing the backend into {prefix} (progress in the task manager).")
         return True

@@ -36,9 +36,11 @@ def install_log(prefix: Path) -> list[str]:
 class InstallBackendTask(QgsTask):
     """Builds the environment at `prefix`; `on_finished(task)` then reads `command` or `error`."""
 
-    def __init__(self, prefix: Path, torch: str, bundle: Path | None, on_finished: Callable[[InstallBackendTask], None]):
+    def __init__(self, prefix: Path, torch: str, bundle: Path | None, on_finished: Callable[[InstallBackendTask], None],
+                 models_dir: Path | None = None):
         super().__init__("RSCoVLM: installing the backend", QgsTask.Flag.CanCancel)
         self.prefix, self.torch, self.bundle, self.on_finished = prefix, torch, bundle, on_finished
+        self.models_dir = models_dir  # where a bundle's models go
         self.proxy = qgis_proxy()  # read here, in the main thread
         self.command: Path | None = None
         self.error: str | None = None
@@ -57,7 +59,7 @@ class InstallBackendTask(QgsTask):
 
             try:
                 self.command = install(self.prefix, shipped_backend_wheel(), self.torch, self.bundle, proxy=self.proxy, log=write,
-                                       should_stop=self.isCanceled, on_step=step)
+                                       should_stop=self.isCanceled, on_step=step, models_dir=self.models_dir)
                 return True
             except InstallError as exc:
                 self.error = str(exc)

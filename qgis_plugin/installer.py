@@ -241,9 +241,9 @@ def find_base_python(candidates: Sequence[Path], environment: dict) -> Path:
 
 def install(prefix: Path, backend_wheel: Path, torch_choice: str = "auto", bundle: Path | None = None, python: Path | None = None,
             proxy: str | None = None, log: Log = print, should_stop: Callable[[], bool] | None = None,
-            on_step: Callable[[int, int, str], None] | None = None) -> Path:
+            on_step: Callable[[int, int, str], None] | None = None, models_dir: Path | None = None) -> Path:
     """Build the environment; returns its `rscovlm` command. `on_step(number, total, what)` is
-    told as each step starts."""
+    told as each step starts. A bundle's model folders go into `models_dir` when it is given."""
     system = platform.system()
     prefix = prefix.expanduser().resolve()
     check_target(prefix)
@@ -284,9 +284,33 @@ def install(prefix: Path, backend_wheel: Path, torch_choice: str = "auto", bundl
     if on_step is not None:
         on_step(len(steps) + 1, len(steps) + 1, relink.description)
     run_step(relink, environment, log)
+    if bundle is not None and models_dir is not None:
+        copy_bundled_models(bundle, models_dir, log)
     command = venv_program(prefix, "rscovlm", system)
     log(f"installed: {command}")
     return command
+
+
+def copy_bundled_models(bundle: Path, models_dir: Path, log: Log = print) -> list[Path]:
+    """The bundle's model folders into the models folder the backend lists, each copied beside
+    it under a temporary name and renamed when whole; one already there is kept as it is."""
+    copied = []
+    for model in sorted((bundle / "models").iterdir()) if (bundle / "models").is_dir() else []:
+        target = models_dir / model.name
+        if target.exists():
+            log(f"model {model.name}: kept the one in {models_dir}")
+            continue
+        models_dir.mkdir(parents=True, exist_ok=True)
+        staging = models_dir / f".{model.name}.partial-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            shutil.copytree(model, staging)
+            staging.rename(target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        log(f"model {model.name}: copied into {models_dir}")
+        copied.append(target)
+    return copied
 
 
 def _nvidia_smi() -> str:
@@ -308,10 +332,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--torch", default="auto", choices=TORCH_CHOICES, help="PyTorch build (default: from the NVIDIA driver)")
     parser.add_argument("--python", type=Path, help="the Python to build from (default: QGIS's own)")
     parser.add_argument("--proxy", help="http://[user:password@]host:port for pip")
+    parser.add_argument("--models-dir", type=Path, help="where the bundle's model folders go (the folder `rscovlm serve --models-dir` lists)")
     args = parser.parse_args(argv)
     try:
         command = install(args.prefix, shipped_backend_wheel(), args.torch, args.bundle, args.python, args.proxy,
-                          log=lambda line: print(line, file=sys.stderr, flush=True))
+                          log=lambda line: print(line, file=sys.stderr, flush=True), models_dir=args.models_dir)
     except InstallError as exc:
         print(f"rscovlm installer: error: {exc}", file=sys.stderr)
         return 2

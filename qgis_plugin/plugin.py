@@ -14,6 +14,8 @@ except ImportError:
 
 from .controller import Controller
 from .dock import RSCoVLMDock
+from .models import ModelManager
+from .models_dialog import ModelsDialog
 from .provider import RSCoVLMProvider
 from .resources import icon
 from .settings import PluginSettings
@@ -27,6 +29,7 @@ class RSCoVLMPlugin:
         self.iface = iface
         self.provider: RSCoVLMProvider | None = None
         self.controller: Controller | None = None
+        self.models: ModelManager | None = None  # kept while QGIS runs: a download outlives its dialog
         self.dock: RSCoVLMDock | None = None
         self.actions: list[QAction] = []
 
@@ -38,6 +41,7 @@ class RSCoVLMPlugin:
     def initGui(self) -> None:  # noqa: N802
         self.initProcessing()
         self.controller = Controller(self.iface, self.open_settings)
+        self.models = ModelManager(self.controller)
         self.dock = RSCoVLMDock(self.iface, self.controller, self.open_settings, self.iface.mainWindow())
         self.dock.hide()
         self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
@@ -49,9 +53,11 @@ class RSCoVLMPlugin:
         self.dock.visibilityChanged.connect(toggle.setChecked)
         settings = QAction("Settings…", self.iface.mainWindow())
         settings.triggered.connect(self.open_settings)
+        models = QAction("Models…", self.iface.mainWindow())
+        models.triggered.connect(self.open_models)
         diagnostics = QAction("Copy diagnostics", self.iface.mainWindow())
         diagnostics.triggered.connect(self.dock.copy_diagnostics)
-        self.actions = [toggle, settings, diagnostics]
+        self.actions = [toggle, settings, models, diagnostics]
         for action in self.actions:
             self.iface.addPluginToMenu(MENU, action)
         self.iface.addToolBarIcon(toggle)
@@ -60,14 +66,22 @@ class RSCoVLMPlugin:
         if visible and self.controller is not None:
             self.controller.refresh_status()
 
+    def open_models(self) -> None:
+        if self.models is not None:
+            ModelsDialog(self.models, self.iface.mainWindow()).exec()
+
     def open_settings(self) -> None:
-        dialog = SettingsDialog(PluginSettings.load(), self.iface.mainWindow(), self.controller.install_backend if self.controller else None)
+        dialog = SettingsDialog(PluginSettings.load(), self.iface.mainWindow(), self.controller.install_backend if self.controller else None,
+                                self.open_models if self.models else None)
         if dialog.exec() == QDialog.DialogCode.Accepted:
             dialog.values().save()
             if self.controller is not None:
                 self.controller.refresh_status()
 
     def unload(self) -> None:
+        if self.models is not None:
+            self.models.cancel_all()
+            self.models = None
         if self.controller is not None:
             self.controller.unload()
         for action in self.actions:

@@ -39,6 +39,7 @@ def serve_command(settings: PluginSettings, server_file: str) -> list[str]:
     if settings.adapter.strip():
         args += ["--adapter", settings.adapter.strip()]
     args += ["--device", settings.device, "--quantize", settings.quantize, "--batch-size", str(settings.batch_size)]
+    args += ["--models-dir", str(settings.models_path())]
     return words + args
 
 

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from qgis.core import QgsSettings
+from qgis.core import QgsApplication, QgsSettings
 
 PREFIX = "rscovlm/"
 QUANTIZE_CHOICES = ("none", "8bit", "4bit")
@@ -44,6 +44,7 @@ class PluginSettings:
     gsd: float = 0.0  # 0: native
     zoom: str = "auto"
     backend_folder: str = ""  # where Install backend... builds the environment; empty: in the QGIS profile folder
+    models_folder: str = ""  # the local backend's models folder (serve --models-dir); empty: in the QGIS profile folder
 
     @classmethod
     def load(cls) -> PluginSettings:
@@ -65,6 +66,11 @@ class PluginSettings:
         stored = QgsSettings()
         for field in fields(self):
             stored.setValue(PREFIX + field.name, getattr(self, field.name))
+
+    def models_path(self) -> Path:
+        """Where the local backend keeps its models (the Models list, downloads, a bundle's
+        models): one folder the user can move, beside the backend by default."""
+        return Path(self.models_folder) if self.models_folder else Path(QgsApplication.qgisSettingsDirPath()) / "rscovlm" / "models"
 
     def server_file_path(self) -> str:
         return self.server_file or default_server_file()

@@ -26,8 +26,9 @@ from .settings import DEVICE_CHOICES, QUANTIZE_CHOICES, PluginSettings
 
 
 class SettingsDialog(QDialog):
-    def __init__(self, settings: PluginSettings, parent=None, install=None):
-        """`install(torch, bundle)`: starts Install backend... (None: no such button)."""
+    def __init__(self, settings: PluginSettings, parent=None, install=None, open_models=None):
+        """`install(torch, bundle)`: starts Install backend... (None: no such button);
+        `open_models()`: shows the Models dialog, which may pick the model."""
         super().__init__(parent)
         self.setWindowTitle("RSCoVLM settings")
         self.settings = settings
@@ -81,7 +82,20 @@ class SettingsDialog(QDialog):
             row.addWidget(install_button)
         local_form.addRow("Backend folder", self.backend_folder)
         local_form.addRow("PyTorch build, offline bundle", row)
-        local_form.addRow("Model", self.model)
+        model_row = QHBoxLayout()
+        model_row.addWidget(self.model, 1)
+        if open_models is not None:
+            models_button = QPushButton("Models…")
+            models_button.setToolTip("The models the backend has: download RSCoVLM-7B or another, delete one, pick one")
+            models_button.clicked.connect(lambda: self._models(open_models))
+            model_row.addWidget(models_button)
+        self.models_folder = QgsFileWidget()
+        self.models_folder.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
+        self.models_folder.setFilePath(settings.models_folder)
+        self.models_folder.lineEdit().setPlaceholderText(str(PluginSettings(models_folder="").models_path()))
+        self.models_folder.setToolTip("Where the local backend keeps downloaded models (applies when it next starts)")
+        local_form.addRow("Model", model_row)
+        local_form.addRow("Models folder", self.models_folder)
         local_form.addRow("LoRA adapter", self.adapter)
         local_form.addRow("Quantisation", self.quantize)
         local_form.addRow("Device", self.device)
@@ -125,6 +139,14 @@ class SettingsDialog(QDialog):
         if install(self.torch.currentText(), self.bundle.filePath().strip()):
             self.accept()
 
+    def _models(self, open_models) -> None:
+        """What is typed here is kept; a model picked in the Models dialog then shows here."""
+        self.values().save()
+        open_models()
+        picked = PluginSettings.load()
+        self.model.setText(picked.model)
+        self.adapter.setFilePath(picked.adapter)
+
     def values(self) -> PluginSettings:
         s = self.settings
         s.mode = "remote" if self.remote.isChecked() else "local"
@@ -139,4 +161,5 @@ class SettingsDialog(QDialog):
         s.upload_rasters = self.upload.isChecked()
         s.timeout_s = self.timeout.value()
         s.backend_folder = self.backend_folder.filePath().strip()
+        s.models_folder = self.models_folder.filePath().strip()
         return s

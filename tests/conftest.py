@@ -8,12 +8,15 @@ through the same `from_pretrained` path a released checkpoint takes.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Servers the tests start list and download models in a folder of their own, never the user's.
+os.environ["RSCOVLM_MODELS_DIR"] = tempfile.mkdtemp(prefix="rscovlm-tests-models-")
 
 REPO = Path(__file__).resolve().parents[1]
 REALDATA = Path(os.environ.get("RSCOVLM_REALDATA", REPO.parent / "shared" / "realdata"))

@@ -15,7 +15,7 @@ from backend import __version__
 from backend.errors import Cancelled, UserError
 
 # Command groups, imported in this order; a group whose package is absent is left out.
-COMMAND_MODULES = ("backend.cli.tasks", "backend.cli.serve", "backend.cli.evaluate", "training.cli")
+COMMAND_MODULES = ("backend.cli.tasks", "backend.cli.serve", "backend.cli.models", "backend.cli.evaluate", "training.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

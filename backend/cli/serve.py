@@ -36,6 +36,10 @@ def register(subparsers) -> None:
         "--served-model-name",
         help="the model's name on the OpenAI routes (default: the checkpoint folder's name, or the hub id; never a path)",
     )
+    server.add_argument(
+        "--models-dir", type=Path, help="the models folder the Models list shows and downloads go into (default: $RSCOVLM_MODELS_DIR, "
+        "else rscovlm/models in the user's data folder)",
+    )
     server.add_argument("--export-openapi", metavar="PATH", help="write the OpenAPI schema to PATH and exit (loads no model)")
     parser.set_defaults(handler=run_serve)
 
@@ -93,6 +97,7 @@ def run_serve(args: argparse.Namespace) -> int:
             tuple(args.allow_host),
             args.log_level,
             args.served_model_name or served_name(choice),
+            args.models_dir,
         )
     except OSError as exc:
         raise UserError(f"cannot listen on {args.host}:{args.port} ({exc.strerror or exc}).", "Choose another --port, or 0 for a free one.") from exc

@@ -43,6 +43,8 @@ from backend.contract import (
 from backend.errors import Cancelled, UserError, validation_problem
 from backend.server.chat import TooMuchImage, completion, conversation_from_request, max_tokens, stream_events
 from backend.server.jobs import Scheduler, ServiceBusy, TaskJob
+from backend.server.model_downloads import ModelDownloads
+from backend.server.model_routes import model_routes
 from backend.server.security import Guard, GuardSettings
 from backend.server.training_jobs import TrainingJob, TrainingJobs, training_installed
 from backend.server.uploads import Uploads
@@ -72,6 +74,7 @@ def create_app(
     guard: GuardSettings | None = None,
     training: TrainingJobs | None = None,
     served_model_name: str | None = None,
+    models: ModelDownloads | None = None,
 ) -> FastAPI:
     """The app; with no scheduler it only serves to export the OpenAPI schema. The OpenAI routes
     name the model `served_model_name` (default: the model's own id)."""
@@ -82,9 +85,13 @@ def create_app(
             scheduler.start()
         if training is not None:
             training.start()
+        if models is not None:
+            models.start()
         try:
             yield
         finally:
+            if models is not None:
+                await run_in_threadpool(models.stop)
             if training is not None:
                 await run_in_threadpool(training.stop)
             if scheduler is not None:
@@ -274,6 +281,18 @@ def create_app(
         if job is None:
             raise HTTPException(404, f"no training job {job_id}.")
         return job.status()
+
+    def model_downloads() -> ModelDownloads:
+        if models is None:
+            raise HTTPException(503, "this app was built without a models folder (schema export only).")
+        return models
+
+    def models_in_use() -> tuple[str, ...]:
+        """The engine's model, and its checkpoint and adapter when it runs one on the other."""
+        model_id = jobs().engine.model_id if scheduler is not None else ""
+        return (model_id, *model_id.split("+"))
+
+    app.include_router(model_routes(model_downloads, models_in_use))
 
     def served_name() -> str:
         return served_model_name or jobs().engine.model_id

@@ -13,11 +13,14 @@ import signal
 import socket
 import threading
 import time
+from pathlib import Path
 
 import uvicorn
 
+from backend.model_folders import default_models_dir
 from backend.server.app import create_app
 from backend.server.jobs import Scheduler
+from backend.server.model_downloads import ModelDownloads
 from backend.server.security import GuardSettings, Limits, allowed_host_names, new_token
 from backend.server.training_jobs import TrainingJobs
 from backend.server.uploads import Uploads
@@ -55,6 +58,7 @@ class LocalServer:
         allow_hosts: tuple[str, ...] = (),
         log_level: str = "warning",
         served_model_name: str | None = None,
+        models_dir: Path | None = None,
     ):
         self.scheduler = scheduler
         self.token = token or new_token()
@@ -64,8 +68,9 @@ class LocalServer:
         self.url = f"http://{shown}:{self.port}"
         self.uploads = Uploads()
         self.training = TrainingJobs(result_ttl_s=scheduler.result_ttl_s)
+        self.models = ModelDownloads(models_dir or default_models_dir(), result_ttl_s=scheduler.result_ttl_s)
         guard = GuardSettings(self.token, allowed_host_names(host, allow_hosts), limits)
-        app = create_app(scheduler, self.uploads, guard, self.training, served_model_name)
+        app = create_app(scheduler, self.uploads, guard, self.training, served_model_name, self.models)
         config = uvicorn.Config(
             app, log_level=log_level, access_log=False, server_header=False, lifespan="on", timeout_graceful_shutdown=5
         )

@@ -22,6 +22,8 @@ sys.path.insert(0, str(REPO))
 # Nothing here may read or replace the user's ~/.config/rscovlm/server.json.
 os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="rscovlm-plugin-tests-config-")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The test backends list and download models in a folder of their own, never the user's.
+os.environ["RSCOVLM_MODELS_DIR"] = tempfile.mkdtemp(prefix="rscovlm-plugin-tests-models-")
 # The test backends' training children at their own priority: on a busy test machine a niced fit
 # waits for everyone else's work (tests/backend/server/test_training.py checks the niceness).
 os.environ.setdefault("RSCOVLM_TRAINING_NICENESS", "0")

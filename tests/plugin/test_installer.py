@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from qgis_plugin.client import BackendClient
 from qgis_plugin.installer import (
     BACKEND_WHEEL,
     INSTALLED_FILE,
@@ -151,7 +152,7 @@ def offline_install(plugin_zip, tiny_checkpoint, tmp_path_factory):
                            "--model", str(tiny_checkpoint), "--no-zip"], cwd=REPO, capture_output=True, text=True, timeout=1800)
     assert made.returncode == 0, made.stderr[-3000:]
     plugins = _plugin_folder(bundle / plugin_zip.name, work / "plugins")
-    installed = _run_installer(plugins, "--prefix", str(work / "env"), "--bundle", str(bundle))
+    installed = _run_installer(plugins, "--prefix", str(work / "env"), "--bundle", str(bundle), "--models-dir", str(work / "models"))
     try:
         yield bundle, installed, work / "env"
     finally:
@@ -173,8 +174,11 @@ def test_offline_install_from_a_bundle_then_detect_through_the_plugin(offline_in
     assert "--no-index" in installed.stderr  # the log shows every pip call took the bundle alone
     assert json.loads((prefix / INSTALLED_FILE).read_text())["offline"] is True
     assert not [p for p in prefix.parent.iterdir() if ".partial" in p.name]
+    models = prefix.parent / "models"  # the bundle's models were copied into the models folder
+    assert sorted(p.name for p in models.iterdir()) == ["tiny-random"] and (models / "tiny-random" / "model.safetensors").is_file()
     settings.command = str(command)
-    settings.model = str(bundle / "models" / "tiny-random")  # the model shipped in the bundle
+    settings.model = str(models / "tiny-random")
+    settings.models_folder = str(models)
     settings.save()
     controller.start_backend()
     wait_until(lambda: controller.states[-1][0] in ("running", "error"), 300, "the installed backend to start")
@@ -183,6 +187,8 @@ def test_offline_install_from_a_bundle_then_detect_through_the_plugin(offline_in
     result = processing.run("rscovlm:detect", {"INPUT": str(scene_tif), "CLASSES": "plane", "TILE_SIZE": 512, "OUTPUT": str(out)})
     layer = QgsVectorLayer(result["OUTPUT"], "found", "ogr")
     assert layer.isValid() and layer.crs().authid() == "EPSG:32633" and "label" in layer.fields().names()
+    listed = BackendClient(controller.connection()).get("/models")  # the installed backend's Models list
+    assert listed["folder"] == str(models) and [(m["name"], m["kind"], m["in_use"]) for m in listed["models"]] == [("tiny-random", "checkpoint", True)]
     controller.stop_backend()
 
 

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from qgis.core import Qgis
+from qgis.core import Qgis, QgsApplication
 from qgis.PyQt.QtWidgets import QPushButton
 
 from qgis_plugin.client import BackendClient, resolve_connection
@@ -24,16 +24,19 @@ def test_clean_environment_strips_what_qgis_set():
 
 
 def test_serve_command_for_a_command_or_a_python():
-    settings = PluginSettings(command="conda run -n rs rscovlm", model="Qingyun/RSCoVLM-7B-2512", adapter="/a b/lora", quantize="4bit", device="cuda")
+    settings = PluginSettings(command="conda run -n rs rscovlm", model="Qingyun/RSCoVLM-7B-2512", adapter="/a b/lora", quantize="4bit", device="cuda",
+                              models_folder="/data/models")
     command = serve_command(settings, "/tmp/server.json")
     assert command[:5] == ["conda", "run", "-n", "rs", "rscovlm"]
     assert command[5:] == [
         "serve", "--host", "127.0.0.1", "--port", "0", "--server-file", "/tmp/server.json", "--model", "Qingyun/RSCoVLM-7B-2512",
-        "--adapter", "/a b/lora", "--device", "cuda", "--quantize", "4bit", "--batch-size", "4",
+        "--adapter", "/a b/lora", "--device", "cuda", "--quantize", "4bit", "--batch-size", "4", "--models-dir", "/data/models",
     ]  # fmt: skip
     python = serve_command(PluginSettings(command="/opt/env/bin/python3.11"), "/s.json")
     assert python[:2] == ["/opt/env/bin/python3.11", "-c"] and "from backend.cli import main" in python[2] and python[3] == "serve"
     assert "--model" not in python
+    # by default the models live in the QGIS profile folder, beside the backend Install backend... builds
+    assert python[python.index("--models-dir") + 1] == str(Path(QgsApplication.qgisSettingsDirPath()) / "rscovlm" / "models")
 
 
 

@@ -21,13 +21,13 @@ def test_load_and_unload_leaves_nothing_behind(qgis_iface, settings):
         plugin.initGui()
         assert registry.providerById("rscovlm") is not None
         assert plugin.dock is not None and plugin.dock.windowTitle() == "RSCoVLM"
-        assert [a.text() for a in plugin.actions] == ["RSCoVLM", "Settings…", "Copy diagnostics"]
+        assert [a.text() for a in plugin.actions] == ["RSCoVLM", "Settings…", "Models…", "Copy diagnostics"]
         canvas = qgis_iface.mapCanvas()
         plugin.dock.draw_extent()
         assert canvas.mapTool() is plugin.dock.extent_tool
         plugin.unload()
         assert registry.providerById("rscovlm") is None
-        assert plugin.dock is None and plugin.controller is None and plugin.actions == []
+        assert plugin.dock is None and plugin.controller is None and plugin.models is None and plugin.actions == []
         assert canvas.mapTool() is None
 
 
