@@ -114,3 +114,65 @@ def test_results_stay_inside_the_extent_on_a_rotated_geotransform(tmp_path):
     result = run_task(TaskRequest(task="detect", raster=str(path), classes=["plane"], extent=extent, options=TaskOptions(tile_size=2016)), engine)
     box = shapely.box(*extent)
     assert result.features and all(box.buffer(1e-6).contains(shapely.geometry.shape(f.geometry)) for f in result.features)
+
+
+def test_the_local_engine_applies_penalty_one_over_the_checkpoints_and_counts_answers_cut_off(raster, tiny_checkpoint, tmp_path):
+    """The checkpoint's generation config asks 1.05; detection runs at 1.0 all the same, other
+    tasks at the checkpoint's. Random weights never end an answer, so every view stops at the limit."""
+    from backend.engine.local import load_local_engine
+
+    folder = shutil.copytree(tiny_checkpoint, tmp_path / "model")
+    config = json.loads((folder / "generation_config.json").read_text())
+    (folder / "generation_config.json").write_text(json.dumps({**config, "repetition_penalty": 1.05}))
+    engine = load_local_engine(str(folder), batch_size=4)
+    asked, generate = [], engine.model.generate
+
+    def recorded(**inputs):
+        asked.append(inputs["generation_config"].repetition_penalty)
+        return generate(**inputs)
+
+    engine.model.generate = recorded
+    options = TaskOptions(max_new_tokens=4, tile_size=448)
+    detected = run_task(TaskRequest(task="detect", raster=str(raster), classes=["plane"], options=options), engine)
+    assert set(asked) == {1.0} and engine.generation_config.repetition_penalty == 1.05
+    assert detected.stats.views_truncated == detected.stats.views > 1
+    assert any(f"{detected.stats.views} of {detected.stats.views} view(s) stopped at the answer limit of 4 tokens" in w and "--max-new-tokens" in w
+               for w in detected.warnings)
+    asked.clear()
+    run_task(TaskRequest(task="caption", raster=str(raster), options=TaskOptions(max_new_tokens=4)), engine)
+    assert asked == [1.05]
+
+
+def test_the_released_checkpoints_processor_file_gives_the_pixel_range(tiny_checkpoint, tmp_path):
+    """RSCoVLM's training script saves preprocessor_config.json with min_pixels / max_pixels at its top."""
+    folder = shutil.copytree(tiny_checkpoint, tmp_path / "model")
+    (folder / "preprocessor_config.json").write_text(json.dumps({"image_processor_type": "Qwen2VLImageProcessor", "min_pixels": 3136,
+                                                                  "max_pixels": 12845056, "patch_size": 14}))
+    assert model_defaults(str(folder)).options == {"min_pixels": 3136, "max_pixels": 12845056}
+
+
+def test_classes_dota_is_the_dota_v1_list():
+    from backend.cli.tasks import _classes
+    from backend.prompts import DOTA_CLASSES
+
+    assert _classes(" DOTA ") == list(DOTA_CLASSES) and len(DOTA_CLASSES) == 15 and "container crane" not in DOTA_CLASSES
+    assert _classes("plane, ship ,") == ["plane", "ship"]
+
+
+def test_a_rotated_polygon_answer_to_grounding_is_kept_as_a_polygon(raster):
+    engine = ScriptedEngine(["300,100,400,150,375,200,275,150"])
+    result = run_task(TaskRequest(task="ground", raster=str(raster), expression="the long roof", options=TaskOptions(box_form="polygon")), engine)
+    [feature] = result.features
+    ring = feature.geometry["coordinates"][0]
+    assert len(ring) == 5 and len({round(x, 3) for x, _ in ring[:4]}) == 4  # four corners, no two on one vertical: not a box
+    assert "polygon" in engine.seen[0][0].text.lower()  # asked with the polygon system prompt
+
+
+def test_describe_region_of_one_box(raster, tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "described.gpkg"
+    code = cli_main(["describe-region", str(raster), "--model", str(tiny_checkpoint), "--box", "500100,4400100,500140,4400130", "--extent-crs",
+                     "EPSG:32633", "--max-new-tokens", "4", "--no-progress", "-o", str(out)])
+    assert code == 0, capsys.readouterr().err
+    meta, _, geometries, fields = pyogrio.raw.read(str(out))
+    assert "text" in list(meta["fields"]) and len(geometries) == 1
+    assert shapely.from_wkb(geometries[0]).bounds == pytest.approx((500100, 4400100, 500140, 4400130))

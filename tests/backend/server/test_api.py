@@ -46,6 +46,9 @@ def test_uploads_that_point_at_other_data_are_refused_before_gdal_opens_them(cli
     for payload in (vrt, vrt.replace(str(small_raster), "/vsicurl/http://127.0.0.1:9/x.tif"), "\n  " + vrt):
         response = client.post("/rasters", params={"name": "x.vrt"}, content=payload.encode())
         assert response.status_code == 400 and "VRT" in response.json()["detail"], response.text
+    for path in (b"/vsicurl/http://127.0.0.1:9/x.tif", b"  /vsizip//etc/x.zip/a.tif"):  # a GDAL path as the file's bytes
+        response = client.post("/rasters", params={"name": "x.tif"}, content=path)
+        assert response.status_code == 400 and "data elsewhere" in response.json()["detail"], response.text
     xyz = client.post("/rasters", params={"name": "grid.xyz"}, content=b"0 0 1\n1 0 2\n0 1 3\n1 1 4\n")
     assert xyz.status_code == 400 and "XYZ, which the server does not take" in xyz.json()["detail"]
     ogr_vrt = b'<OGRVRTDataSource><OGRVRTLayer name="x"><SrcDataSource>/etc/passwd</SrcDataSource></OGRVRTLayer></OGRVRTDataSource>'
@@ -174,3 +177,21 @@ def test_what_a_chat_request_may_make_the_server_decode_is_bounded(client):
     assert 5 <= MAX_IMAGES_PER_MESSAGE and 10 * 16_000_000 > MAX_REQUEST_PIXELS  # each message passes, the request does not
     response = client.post("/v1/chat/completions", json=body)
     assert response.status_code == 413 and "Mpx" in response.json()["detail"]
+
+
+def test_the_openai_routes_name_the_model_as_served_model_name_says():
+    from backend.server.jobs import Scheduler
+    from backend.server.serving import LocalServer
+    from tests.backend.server.conftest import client_for
+    from tests.scripted import ScriptedEngine
+
+    server = LocalServer(Scheduler(ScriptedEngine(["a scene"])), "127.0.0.1", 0, served_model_name="rscovlm-7b").start()
+    try:
+        with client_for(server) as client:
+            assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["rscovlm-7b"]
+            image = png_data_url(np.zeros((64, 64, 3), dtype=np.uint8))
+            body = {"model": "rscovlm-7b", "messages": [{"role": "user", "content": [{"type": "text", "text": "what?"},
+                                                                                     {"type": "image_url", "image_url": {"url": image}}]}]}
+            assert client.post("/v1/chat/completions", json=body).json()["model"] == "rscovlm-7b"
+    finally:
+        server.stop()
