@@ -72,3 +72,15 @@ def test_the_installed_plugin_loads_from_the_zip(package, tmp_path, qgis_iface):
         sys.path.remove(str(tmp_path))
         for name in [n for n in sys.modules if n == "rscovlm_qgis" or n.startswith("rscovlm_qgis.")]:
             del sys.modules[name]
+
+
+def test_the_suite_runs_on_the_oldest_qgis_the_plugin_claims():
+    """metadata.txt may only claim a QGIS these tests ran on: `make test` installs 3.40 LTR from
+    bookworm-backports where Debian's own is older, and this says which one ran."""
+    from qgis.core import Qgis
+
+    metadata = configparser.ConfigParser()
+    metadata.read(REPO / "metadata.txt", encoding="utf-8")
+    major, minor = (int(part) for part in metadata["general"]["qgisMinimumVersion"].split("."))
+    assert Qgis.QGIS_VERSION_INT >= major * 10000 + minor * 100, f"the tests run on QGIS {Qgis.QGIS_VERSION}, older than the {major}.{minor} claimed"
+    assert Qgis.QGIS_VERSION_INT < major * 10000 + (minor + 2) * 100, f"QGIS {Qgis.QGIS_VERSION}: the oldest claimed ({major}.{minor}) is not what runs"
