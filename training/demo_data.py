@@ -100,6 +100,10 @@ class DemoDataPlan:
     # Sparse views: at most this many objects per tile (a uniform draw from 1 to it), the tile
     # drawn again with only those; 0: every object the tile holds.
     max_objects: int = 0
+    # Detection tiles show a window 1/view_zoom of the tile's side, enlarged to the tile: each
+    # object spans view_zoom times the pixels (and visual tokens) a side, as a checkpoint that
+    # declares gsd = the world's / view_zoom would see it. 1: the world's own GSD.
+    view_zoom: float = 1.0
     whole_views: bool = True  # the whole scene in the budget, with grounding, VQA, caption and class
     change_scenes: int = 120  # pairs of a scene at two dates (training.change_pairs), per training split
     val_change_scenes: int = 12
@@ -180,10 +184,10 @@ def _request(task: str, raster: Path, **fields) -> TaskRequest:
     return TaskRequest(task=task, raster=str(raster), options=TaskOptions(max_pixels=DEMO_MAX_PIXELS, zoom="on"), **fields)
 
 
-def _sparse(scene: Scene, labelled: list[LabelledObject], shown: list, x: int, y: int, plan: DemoDataPlan,
+def _sparse(scene: Scene, labelled: list[LabelledObject], shown: list, x: int, y: int, window: int, plan: DemoDataPlan,
             rng: np.random.Generator) -> tuple[list, np.ndarray | None]:
     """A sparse view: some of the objects a tile shows, and the tile drawn with only those
-    (None: the tile as it is)."""
+    (None: the tile as it is), its window enlarged to the tile as read_view enlarges it."""
     keep = int(rng.integers(1, plan.max_objects + 1))
     if not shown or len(shown) <= keep:
         return shown, None
@@ -191,21 +195,25 @@ def _sparse(scene: Scene, labelled: list[LabelledObject], shown: list, x: int, y
     shown = [shown[k] for k in kept]
     index = {id(item): i for i, item in enumerate(labelled)}
     objects = [scene.objects[index[id(item.obj)]] for item in shown]
-    return shown, render_block(replace(scene, objects=tuple(objects)), x, y, TILE, TILE, objects)
+    block = render_block(replace(scene, objects=tuple(objects)), x, y, window, window, objects)
+    if window == TILE:
+        return shown, block
+    return shown, np.asarray(Image.fromarray(block).resize((TILE, TILE), Image.Resampling.BILINEAR))
 
 
 def tile_scene(writer: SplitWriter, prefix: str, scene: Scene, raster: Path, plan: DemoDataPlan, rng: np.random.Generator) -> None:
     """Detection tiles at random places (with the other tasks on some), then the whole scene
     in the pixel budget."""
     labelled, tree, colours = _objects(scene)
+    window = round(TILE / plan.view_zoom)
     with TaskRun(_request("caption", raster), "data") as run:
         whole = run.views[0]
         kept = 0
         for t in range(plan.tiles_per_scene * 3):
             if kept == plan.tiles_per_scene:
                 break
-            x, y = (int(rng.integers(0, max(1, n - TILE + 1))) for n in (scene.width, scene.height))
-            view = View(x, y, TILE, TILE, TILE, TILE, t)
+            x, y = (int(rng.integers(0, max(1, n - window + 1))) for n in (scene.width, scene.height))
+            view = View(x, y, window, window, TILE, TILE, t)
             shown, _ = objects_in_view(view, labelled, tree, 0.5)
             if len(shown) > MAX_TILE_OBJECTS or (not shown and rng.random() >= plan.empty_keep):
                 continue
@@ -213,7 +221,7 @@ def tile_scene(writer: SplitWriter, prefix: str, scene: Scene, raster: Path, pla
             kept += 1
             drawn = None
             if plan.max_objects:
-                shown, drawn = _sparse(scene, labelled, shown, x, y, plan, rng)
+                shown, drawn = _sparse(scene, labelled, shown, x, y, window, plan, rng)
             image = writer.image(name, run.source.read_view(view, run.stretch).image if drawn is None else drawn)
             if rng.random() < plan.subset_share:
                 asked = sorted(rng.choice(CLASSES, size=int(rng.integers(1, len(CLASSES))), replace=False).tolist())
@@ -226,7 +234,7 @@ def tile_scene(writer: SplitWriter, prefix: str, scene: Scene, raster: Path, pla
             writer.sample(f"{name}/detect", "detect", [image], [(TILE, TILE)], [
                 {"role": "system", "content": system}, {"role": "user", "content": "<image>" + user},
                 {"role": "assistant", "content": detection_answer(mine)}])
-            zone = scene.zone_of(x, y, x + TILE, y + TILE)
+            zone = scene.zone_of(x, y, x + window, y + window)
             _view_samples(writer, name, image, (TILE, TILE), _seen(shown, colours), zone.kind if zone else None, plan, rng)
         if not plan.whole_views:
             return

@@ -48,6 +48,7 @@ class Recipe:
     description: str
     phases: tuple[Phase, ...]
     size: str = "demo"  # training.scratch size
+    view_zoom: float = 1.0  # detection tiles enlarged this much (training.demo_data), its probe too
 
 
 # The data every recipe is measured on, and that co-training phases train on (a smaller plan
@@ -82,6 +83,16 @@ RECIPES = {
         "localise-first, with the dense head (training.dense_head) on the vision tokens throughout",
         (Phase(0.5, "sparse", ("dense_head_weight=1.0",)), Phase(0.5, "dense", ("dense_head_weight=1.0",))),
     ),
+    # The first hypothesis of the issue: objects in token units. At the world's 0.5 m most
+    # vehicles are a quarter of a visual token; tiles of half the window, enlarged twice, make
+    # them span a token or more (the checkpoint would then declare gsd 0.25 m, and the backend
+    # reads rasters at it: four times the tiles per scene).
+    "localise-first@2x": Recipe(
+        "localise-first@2x",
+        "localise-first on detection tiles of half the window enlarged twice (objects twice the pixels a side); probed on the same scenes at 2x",
+        (Phase(0.5, "sparse", step_share=0.6), Phase(0.5, "dense", step_share=0.4)),
+        view_zoom=2.0,
+    ),
     "cotrain+dense": Recipe("cotrain+dense", "cotrain, with the dense head on the vision tokens", (Phase(1.0, "dense", ("dense_head_weight=1.0",)),)),
     "localise-first+dense+deep": Recipe(
         "localise-first+dense+deep",
@@ -103,8 +114,9 @@ def phase_steps(recipe: Recipe, total_steps: int) -> list[int]:
 
 
 def data_for(kind: str, plan: DemoDataPlan, work: Path) -> Path:
-    """The dataset of one kind of phase data, made once and kept in the work folder."""
-    folder = work / "data" / kind
+    """The dataset of one kind of phase data (at the plan's view zoom), made once and kept in
+    the work folder."""
+    folder = work / "data" / (kind if plan.view_zoom == 1 else f"{kind}-zoom{plan.view_zoom:g}")
     if not (folder / "manifest.json").is_file():
         build_demo_data(folder, plan, workers=os.cpu_count() or 1)
     return folder
@@ -145,11 +157,12 @@ def run_recipe(recipe: Recipe, minutes: float, work: Path) -> dict:
     from training.scratch import build_checkpoint
 
     folder = work / recipe.name
-    val = data_for("dense", TRIAL_PLAN, work)
+    plan = replace(TRIAL_PLAN, view_zoom=recipe.view_zoom)
+    val = data_for("dense", plan, work)
     model = str(build_checkpoint(folder / "scratch", recipe.size, seed=0, extra_corpus=message_texts(val / "train" / "conversations.jsonl")))
     curve, spent, phases = [], 0.0, []
     for number, phase in enumerate(recipe.phases, start=1):
-        data = data_for(phase.data, phase_plan(phase.data, TRIAL_PLAN), work)
+        data = data_for(phase.data, phase_plan(phase.data, plan), work)
         out = folder / f"phase{number}"
         step_s = seconds_per_step(model, data, val, folder / f"calibration{number}", list(phase.overrides))
         steps = max(CALIBRATION_STEPS, int(minutes * 60 * phase.share / step_s))
@@ -170,7 +183,7 @@ def run_recipe(recipe: Recipe, minutes: float, work: Path) -> dict:
                        "wall_s": round(wall, 1), "validation_s": round(validation_s, 1)})
         model = str(out / "model")
     parts = measure(model, val, samples=48)
-    return {"recipe": recipe.name, "description": recipe.description, "size": recipe.size, "phases": phases, "curve": curve,
+    return {"recipe": recipe.name, "description": recipe.description, "size": recipe.size, "view_zoom": recipe.view_zoom, "phases": phases, "curve": curve,
             "train_s": round(spent, 1), "final": curve[-1] if curve else None, "localisation": parts}
 
 
@@ -180,7 +193,8 @@ def markdown(results: list[dict], minutes: float, threads: int) -> str:
         "",
         f"Each recipe trained for {minutes:g} minutes of training ({threads} thread(s), `{platform.processor() or platform.machine()}`), "
         "validation time left out; all measured on the same probe (the trial data's validation split: dense tiles, every class "
-        "asked). `python -m training.recipes` (training/recipes.py) wrote this.",
+        "asked; a recipe @2x on the same scenes in tiles of half the window, enlarged twice). `python -m training.recipes` "
+        "(training/recipes.py) wrote this.",
         "",
         "| recipe | steps | val loss | AP_nc | grounding Acc@0.5 | where (nats/coord) | uniform | shape | what |",
         "|---|---|---|---|---|---|---|---|---|",

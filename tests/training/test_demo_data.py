@@ -177,3 +177,28 @@ def test_the_same_plan_gives_the_same_data_in_any_number_of_processes(demo_data,
         assert image.read_bytes() == (tmp_path / "two/train/images" / image.name).read_bytes()
     first = (out / "train/conversations.jsonl").read_text().splitlines()[0]
     assert first == (tmp_path / "one/train/conversations.jsonl").read_text().splitlines()[0]  # scene 0 does not depend on the plan's size
+
+
+def test_a_view_zoom_enlarges_the_objects_of_detection_tiles(tmp_path):
+    """view_zoom 2: tiles of half the window enlarged to the tile, so the same world's objects
+    span twice the pixels a side (each class's boxes in the truth, as the answers give them)."""
+
+    def sides(zoom: float, sparse: int) -> dict[str, float]:
+        plan = DemoDataPlan(**{**PLAN.__dict__, "scenes": 12, "tiles_per_scene": 6, "zoom_scenes": 0, "val_scenes": 0, "val_zoom_scenes": 0, "change_scenes": 0,
+                               "val_change_scenes": 0, "whole_views": False, "view_zoom": zoom, "max_objects": sparse})
+        out = tmp_path / f"zoom{zoom:g}-{sparse}"
+        build_demo_data(out, plan)
+        found: dict[str, list[float]] = {}
+        for path in sorted((out / "train" / "labelTxt").glob("*.txt")):
+            truth = read_image_files([path], truth=True, scored=False, source="t").boxes
+            for label, points, cut in zip(truth.label, truth.points, truth.difficult):
+                if not cut:  # whole objects only: a cut one is as small as the tile's edge makes it
+                    found.setdefault(label, []).append(shapely.Polygon(points).minimum_rotated_rectangle.length / 4)
+        with Image.open(next((out / "train" / "images").glob("*.png"))) as image:
+            assert image.size == (TILE, TILE)
+        return {label: float(np.median(v)) for label, v in found.items() if len(v) >= 3}
+
+    for sparse in (0, 2):  # dense tiles read from the scene, and sparse ones drawn with a few objects
+        native, zoomed = sides(1.0, sparse), sides(2.0, sparse)
+        ratios = {label: zoomed[label] / native[label] for label in native.keys() & zoomed.keys()}
+        assert ratios and all(1.5 < r < 2.5 for r in ratios.values()), (sparse, ratios)
