@@ -162,8 +162,8 @@ class Controller(QObject):
         settings = self.settings()
         settings.mode, settings.command = "local", str(task.command)
         settings.save()
-        self.notifier.success(f"The backend is installed ({task.command}); Start in the dock runs it.")
-        self.refresh_status()
+        self.notifier.success(f"The backend is installed ({task.command}); starting it.")
+        self.start_backend()
 
     def _backend_ready(self, connection: Connection) -> None:
         self.notifier.success(f"The local backend is ready at {connection.url}.")

@@ -192,6 +192,27 @@ def test_offline_install_from_a_bundle_then_detect_through_the_plugin(offline_in
     controller.stop_backend()
 
 
+@pytest.mark.slow
+@pytest.mark.backend
+def test_a_finished_install_sets_the_command_and_starts_the_backend(controller, settings, tiny_checkpoint, tmp_path):
+    """What QGIS does when Install backend... ends well (the install itself runs for real above,
+    headless): the installed command becomes the local backend's, and it is started."""
+    from qgis_plugin.install_task import InstallBackendTask
+    from qgis_plugin.settings import PluginSettings
+
+    settings = PluginSettings.load()
+    settings.mode, settings.model = "remote", str(tiny_checkpoint)  # connected elsewhere before the install
+    settings.save()
+    task = InstallBackendTask(tmp_path / "backend", "cpu", None, controller._install_finished)
+    task.command = backend_tool("rscovlm")  # as the installer returns it
+    controller.install_task = task
+    task.finished(True)
+    stored = PluginSettings.load()
+    assert (stored.mode, stored.command) == ("local", str(task.command)) and controller.install_task is None
+    wait_until(lambda: controller.backend.state == "running", 240, "the installed backend to start")
+    controller.stop_backend()
+
+
 def test_install_backend_in_qgis_says_why_it_failed(controller, settings, tmp_path, qgis_iface):
     from qgis_plugin.settings import PluginSettings
 
