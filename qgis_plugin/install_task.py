@@ -7,16 +7,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from qgis.core import QgsApplication, QgsSettings, QgsTask
+from qgis.core import QgsSettings, QgsTask
 
 from .installer import LOG_FILE, InstallError, install, proxy_url, shipped_backend_wheel
-from .settings import PluginSettings
+from .settings import PluginSettings, plugin_data_folder
 
 
 def backend_prefix(settings: PluginSettings) -> Path:
     """Where the backend's environment is built: the settings' folder, by default one in the
-    user's QGIS profile folder, never inside the plugin's own (QGIS replaces it on update)."""
-    return Path(settings.backend_folder) if settings.backend_folder else Path(QgsApplication.qgisSettingsDirPath()) / "rscovlm" / "backend"
+    plugin's data folder."""
+    return Path(settings.backend_folder) if settings.backend_folder else plugin_data_folder() / "backend"
 
 
 def qgis_proxy() -> str | None:

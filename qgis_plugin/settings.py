@@ -25,6 +25,12 @@ def default_server_file() -> str:
     return str(Path(base) / "rscovlm" / "server.json")
 
 
+def plugin_data_folder() -> Path:
+    """`rscovlm` in the QGIS profile folder: the backend and the models by default, never inside
+    the plugin's own folder (QGIS replaces it on update)."""
+    return Path(QgsApplication.qgisSettingsDirPath()) / "rscovlm"
+
+
 @dataclass
 class PluginSettings:
     mode: str = "local"  # "local": a child process or a running `rscovlm serve`; "remote": url + token
@@ -70,7 +76,7 @@ class PluginSettings:
     def models_path(self) -> Path:
         """Where the local backend keeps its models (the Models list, downloads, a bundle's
         models): one folder the user can move, beside the backend by default."""
-        return Path(self.models_folder) if self.models_folder else Path(QgsApplication.qgisSettingsDirPath()) / "rscovlm" / "models"
+        return Path(self.models_folder) if self.models_folder else plugin_data_folder() / "models"
 
     def server_file_path(self) -> str:
         return self.server_file or default_server_file()
