@@ -195,12 +195,52 @@ def _quietly(call: Callable[[], Any]) -> bool:
         return False
 
 
-class JobTask(QgsTask):
-    """A job in QGIS's task manager (progress, cancel button). Partial features and progress are
-    signalled from the worker (queued to the main thread); the outcome is handed over in
-    finished(), which QGIS calls on the main thread."""
+class BackendTask(QgsTask):
+    """Work on the backend in QGIS's task manager (progress, cancel button): `work()` runs in
+    the worker and leaves its result on the task, or the error it raised in `error`; the outcome
+    is handed to `on_finished(task)` in finished(), which QGIS calls on the main thread.
+    Progress is signalled from the worker (queued to the main thread)."""
 
     progressed = pyqtSignal(int, int)
+
+    def __init__(self, description: str, flags, on_finished: Callable[[Any], None]):
+        super().__init__(description, flags)
+        self.on_finished = on_finished
+        self.feedback = QgsFeedback()
+        self.error: Exception | None = None
+
+    def cancel(self) -> None:
+        """Cancel through the feedback only: run() sees it after the request in flight and ends as
+        cancelled after telling the backend. QgsTask.cancel() would also end a task that is still
+        queued from this (main) thread, racing with a worker that starts it that moment."""
+        self.feedback.cancel()
+
+    def _progress(self, done: int, total: int) -> None:
+        if total:
+            self.setProgress(100.0 * done / total)
+        self.progressed.emit(done, total)
+
+    def work(self) -> None:
+        raise NotImplementedError
+
+    def run(self) -> bool:
+        try:
+            self.work()
+            return True
+        except (BackendError, InputProblem) as exc:
+            self.error = exc
+            return False
+        except Exception as exc:  # noqa: BLE001 - a bug must still end the task and reach the user
+            self.error = BackendError("failed", f"Unexpected error: {exc!r}. Please report it with Copy diagnostics.")
+            return False
+
+    def finished(self, result: bool) -> None:
+        self.on_finished(self)
+
+
+class JobTask(BackendTask):
+    """A task job on a raster; partial features are signalled as they arrive."""
+
     partial = pyqtSignal(object)
 
     def __init__(
@@ -216,46 +256,21 @@ class JobTask(QgsTask):
         raster_after: RasterInput | None = None,
     ):
         # Silent: the plugin tells the user itself (one message bar entry); no "Task complete" too.
-        super().__init__(description, QgsTask.Flag.CanCancel | QgsTask.Flag.Silent)
+        super().__init__(description, QgsTask.Flag.CanCancel | QgsTask.Flag.Silent, on_finished)
         self.connection = connection
         self.raster = raster
         self.raster_after = raster_after
         self.body = body
         self.context = context
-        self.on_finished = on_finished
         self.timeout_s = timeout_s
         self.poll_ms = poll_ms
-        self.feedback = QgsFeedback()
         self.status: dict | None = None
-        self.error: Exception | None = None
 
-    def cancel(self) -> None:
-        """Cancel through the feedback only: run() sees it after the request in flight and ends as
-        cancelled after telling the backend. QgsTask.cancel() would also end a task that is still
-        queued from this (main) thread, racing with a worker that starts it that moment."""
-        self.feedback.cancel()
-
-    def _progress(self, done: int, total: int) -> None:
-        if total:
-            self.setProgress(100.0 * done / total)
-        self.progressed.emit(done, total)
-
-    def run(self) -> bool:
-        try:
-            self.status = run_job(
-                self.connection, self.raster, self.body, self.context, self.feedback, self.timeout_s, self.poll_ms, self._progress, self.partial.emit,
-                self.raster_after,
-            )
-            return True
-        except (BackendError, InputProblem) as exc:
-            self.error = exc
-            return False
-        except Exception as exc:  # noqa: BLE001 - a bug must still end the task and reach the user
-            self.error = BackendError("failed", f"Unexpected error: {exc!r}. Please report it with Copy diagnostics.")
-            return False
-
-    def finished(self, result: bool) -> None:
-        self.on_finished(self)
+    def work(self) -> None:
+        self.status = run_job(
+            self.connection, self.raster, self.body, self.context, self.feedback, self.timeout_s, self.poll_ms, self._progress, self.partial.emit,
+            self.raster_after,
+        )
 
 
 class StatusTask(QgsTask):

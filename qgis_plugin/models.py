@@ -12,47 +12,24 @@ from qgis.core import QgsApplication, QgsFeedback, QgsTask
 from qgis.PyQt.QtCore import QObject, pyqtSignal
 
 from .client import BackendClient, BackendError, Connection
-from .jobs import submit_and_follow
+from .jobs import BackendTask, submit_and_follow
 
 DOWNLOADS = "/models/downloads"
 
 
-class ModelsTask(QgsTask):
-    """One piece of work on the backend (`work(client, feedback, report)`), its result or error
-    read in `on_finished(task)`; `progressed` carries what `report(done, total)` is given."""
-
-    progressed = pyqtSignal(int, int)
+class ModelsTask(BackendTask):
+    """One piece of work on the backend, `work(client, feedback, report)`, whose return value is
+    the task's `result`; `progressed` carries what `report(done, total)` is given."""
 
     def __init__(self, description: str, connection: Connection, timeout_s: float, work: Callable[..., Any],
                  on_finished: Callable[[ModelsTask], None], visible: bool = False):
         flags = QgsTask.Flag.CanCancel | QgsTask.Flag.Silent
-        super().__init__(description, flags if visible else flags | QgsTask.Flag.Hidden)
-        self.connection, self.timeout_s, self.work, self.on_finished = connection, timeout_s, work, on_finished
-        self.feedback = QgsFeedback()
+        super().__init__(description, flags if visible else flags | QgsTask.Flag.Hidden, on_finished)
+        self.connection, self.timeout_s, self.request = connection, timeout_s, work
         self.result: Any = None
-        self.error: BackendError | None = None
 
-    def cancel(self) -> None:
-        """Through the feedback (as JobTask): the download is cancelled on the backend too."""
-        self.feedback.cancel()
-
-    def _report(self, done: int, total: int) -> None:
-        if total:
-            self.setProgress(100.0 * done / total)
-        self.progressed.emit(done, total)
-
-    def run(self) -> bool:
-        try:
-            self.result = self.work(BackendClient(self.connection, self.timeout_s, self.feedback), self.feedback, self._report)
-            return True
-        except BackendError as exc:
-            self.error = exc
-        except Exception as exc:  # noqa: BLE001 - a bug must still end the task and reach the user
-            self.error = BackendError("failed", f"Unexpected error: {exc!r}. Please report it with Copy diagnostics.")
-        return False
-
-    def finished(self, result: bool) -> None:
-        self.on_finished(self)
+    def work(self) -> None:
+        self.result = self.request(BackendClient(self.connection, self.timeout_s, self.feedback), self.feedback, self._progress)
 
 
 class ModelManager(QObject):

@@ -25,6 +25,22 @@ from .installer import TORCH_CHOICES
 from .settings import DEVICE_CHOICES, QUANTIZE_CHOICES, PluginSettings
 
 
+def folder_widget(path: str, placeholder: str = "", tooltip: str = "") -> QgsFileWidget:
+    widget = QgsFileWidget()
+    widget.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
+    widget.setFilePath(path)
+    widget.lineEdit().setPlaceholderText(placeholder)
+    widget.setToolTip(tooltip)
+    return widget
+
+
+def button(text: str, tooltip: str, on_click) -> QPushButton:
+    made = QPushButton(text)
+    made.setToolTip(tooltip)
+    made.clicked.connect(on_click)
+    return made
+
+
 class SettingsDialog(QDialog):
     def __init__(self, settings: PluginSettings, parent=None, install=None, open_models=None):
         """`install(torch, bundle)`: starts Install backend... (None: no such button);
@@ -49,9 +65,7 @@ class SettingsDialog(QDialog):
         self.command.setToolTip("The backend's `rscovlm` command, or the Python of its environment (e.g. /path/to/.venv/bin/python).")
         self.model = QLineEdit(settings.model)
         self.model.setPlaceholderText("checkpoint folder or hub id, e.g. Qingyun/RSCoVLM-7B-2512")
-        self.adapter = QgsFileWidget()
-        self.adapter.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
-        self.adapter.setFilePath(settings.adapter)
+        self.adapter = folder_widget(settings.adapter)
         self.quantize = QComboBox()
         self.quantize.addItems(QUANTIZE_CHOICES)
         self.quantize.setCurrentText(settings.quantize)
@@ -62,38 +76,26 @@ class SettingsDialog(QDialog):
         self.batch_size.setRange(1, 64)
         self.batch_size.setValue(settings.batch_size)
         local_form.addRow("Command or Python", self.command)
-        self.backend_folder = QgsFileWidget()
-        self.backend_folder.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
-        self.backend_folder.setFilePath(settings.backend_folder)
-        self.backend_folder.lineEdit().setPlaceholderText("in the QGIS profile folder")
+        self.backend_folder = folder_widget(settings.backend_folder, placeholder="in the QGIS profile folder")
         self.torch = QComboBox()
         self.torch.addItems(TORCH_CHOICES)
         self.torch.setToolTip("auto: the CUDA build that fits the NVIDIA driver, PyPI's on macOS, else the CPU build")
-        self.bundle = QgsFileWidget()
-        self.bundle.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
-        self.bundle.setToolTip("An offline bundle folder (make bundle): installs with no network")
+        self.bundle = folder_widget("", tooltip="An offline bundle folder (make bundle): installs with no network")
         row = QHBoxLayout()
         row.addWidget(self.torch)
         row.addWidget(self.bundle, 1)
         if install is not None:
-            install_button = QPushButton("Install backend…")
-            install_button.setToolTip("Builds the backend's own environment in the backend folder and sets the command to it")
-            install_button.clicked.connect(lambda: self._install(install))
-            row.addWidget(install_button)
+            row.addWidget(button("Install backend…", "Builds the backend's own environment in the backend folder and sets the command to it",
+                                 lambda: self._install(install)))
         local_form.addRow("Backend folder", self.backend_folder)
         local_form.addRow("PyTorch build, offline bundle", row)
         model_row = QHBoxLayout()
         model_row.addWidget(self.model, 1)
         if open_models is not None:
-            models_button = QPushButton("Models…")
-            models_button.setToolTip("The models the backend has: download RSCoVLM-7B or another, delete one, pick one")
-            models_button.clicked.connect(lambda: self._models(open_models))
-            model_row.addWidget(models_button)
-        self.models_folder = QgsFileWidget()
-        self.models_folder.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
-        self.models_folder.setFilePath(settings.models_folder)
-        self.models_folder.lineEdit().setPlaceholderText(str(PluginSettings(models_folder="").models_path()))
-        self.models_folder.setToolTip("Where the local backend keeps downloaded models (applies when it next starts)")
+            model_row.addWidget(button("Models…", "The models the backend has: download RSCoVLM-7B or another, delete one, pick one",
+                                       lambda: self._models(open_models)))
+        self.models_folder = folder_widget(settings.models_folder, str(PluginSettings(models_folder="").models_path()),
+                                           "Where the local backend keeps downloaded models (applies when it next starts)")
         local_form.addRow("Model", model_row)
         local_form.addRow("Models folder", self.models_folder)
         local_form.addRow("LoRA adapter", self.adapter)

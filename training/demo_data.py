@@ -38,6 +38,7 @@ from PIL import Image
 
 from backend.atomic import staged_folder
 from backend.contract import TaskOptions, TaskRequest
+from backend.errors import UserError
 from backend.georef import View
 from backend.pipeline import TaskRun
 from backend.prompts import (
@@ -432,6 +433,14 @@ def build_split(root: Path, split: str, plan: DemoDataPlan, workers: int = 1, pr
         (folder / "rasters").rmdir()
     return {"images": totals.images, "samples": dict(sorted(totals.samples.items())), "objects": dict(sorted(totals.objects.items())),
             "seeds": [jobs[0].seed, jobs[-1].seed + 1] if jobs else []}
+
+
+def check_demo_data(folder: Path, plan: DemoDataPlan) -> None:
+    """A dataset kept from an earlier run may only be used for the plan it was made with (a plan
+    field added since counts at its default, which is what the data was made with then)."""
+    made = json.loads(json.dumps(asdict(DemoDataPlan()))) | (json.loads((folder / "manifest.json").read_text()).get("plan") or {})
+    if made != json.loads(json.dumps(asdict(plan))):
+        raise UserError(f"{folder} was generated with another plan.", "Delete it (or give another --data) to generate it again.")
 
 
 def build_demo_data(out: str | Path, plan: DemoDataPlan = DemoDataPlan(), progress: ProgressCallback | None = None, workers: int = 1) -> dict:

@@ -30,7 +30,6 @@ import shutil
 import sys
 import threading
 import time
-from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
@@ -39,7 +38,7 @@ from backend.errors import UserError
 from backend.model_defaults import TASK_DEFAULTS_FILE
 from backend.resolution import MIN_PIXELS
 from training.data import message_texts
-from training.demo_data import DEMO_MAX_PIXELS, TILE, DemoDataPlan, build_demo_data
+from training.demo_data import DEMO_MAX_PIXELS, TILE, DemoDataPlan, build_demo_data, check_demo_data
 from training.run_folder import METRICS_FILE, read_log
 from training.world import CLASSES
 
@@ -153,8 +152,8 @@ def sparse_data_folder(data: Path) -> Path:
 def _build_data(folder: Path, plan: DemoDataPlan, timings: dict, timings_path: Path, name: str) -> None:
     if not (folder / "manifest.json").is_file():
         _timed(timings, name, timings_path, lambda: build_demo_data(folder, plan, _bar(name, "scene"), os.cpu_count() or 1))
-    elif json.loads((folder / "manifest.json").read_text()).get("plan") != json.loads(json.dumps(asdict(plan))):
-        raise UserError(f"{folder} was generated with another plan.", "Delete it (or give another --data) to generate it again.")
+    else:
+        check_demo_data(folder, plan)
 
 
 def run(data: Path, run_folder: Path, out: Path, overrides: dict, plan: DemoDataPlan) -> dict:

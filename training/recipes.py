@@ -27,7 +27,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from backend.atomic import write_text
-from training.demo_data import DemoDataPlan, build_demo_data
+from training.demo_data import DemoDataPlan, build_demo_data, check_demo_data
+from training.run_folder import read_log
 
 CONFIG = Path(__file__).resolve().parent / "configs" / "demo.yaml"
 CALIBRATION_STEPS = 12  # steps timed to size a phase's schedule to its share of the budget
@@ -119,6 +120,8 @@ def data_for(kind: str, plan: DemoDataPlan, work: Path) -> Path:
     folder = work / "data" / (kind if plan.view_zoom == 1 else f"{kind}-zoom{plan.view_zoom:g}")
     if not (folder / "manifest.json").is_file():
         build_demo_data(folder, plan, workers=os.cpu_count() or 1)
+    else:
+        check_demo_data(folder, plan)
     return folder
 
 
@@ -136,16 +139,11 @@ def _fit(model: str, data: Path, val: Path, out: Path, overrides: list[str]) -> 
     return fit(FitSettings(model=model, data=str(data), out=str(out), config=config, val_data=str(val), overwrite=True))
 
 
-def _log(out: Path) -> list[dict]:
-    path = out / "log.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
-
-
 def seconds_per_step(model: str, data: Path, val: Path, out: Path, overrides: list[str]) -> float:
     """A phase's training step time, timed over a few steps (the first, warming up, left out)."""
     _fit(model, data, val, out, overrides + [f"max_steps={CALIBRATION_STEPS}", "log_every=1", "val_ap_samples=0", "val_samples=1",
                                              "save_every=100000"])
-    steps = [e for e in _log(out) if "loss" in e]
+    steps = [e for e in read_log(out) if "loss" in e]
     return (steps[-1]["elapsed_s"] - steps[1]["elapsed_s"]) / (len(steps) - 2)
 
 
@@ -173,7 +171,7 @@ def run_recipe(recipe: Recipe, minutes: float, work: Path) -> dict:
         _fit(model, data, val, out, overrides)
         wall = time.monotonic() - started
         validation_s = 0.0
-        for entry in _log(out):
+        for entry in read_log(out):
             if "val_loss" in entry:
                 validation_s += entry.get("val_s", 0.0)
                 curve.append({"phase": number, "step": entry["step"], "train_s": round(spent + entry["elapsed_s"] - validation_s, 1),
