@@ -271,6 +271,7 @@ class ModelDefaultsInfo(BaseModel):
 
     options: TaskOptions = Field(description="every task option as a request that sets none of them gets it")
     declared: list[str] = Field(default_factory=list, description="the options the checkpoint (or its adapter) declares")
+    tasks: dict[str, dict[str, Any]] = Field(default_factory=dict, description="options declared for one task only, over `options`")
     classes: list[str] = Field(description="the detection classes the model was trained on (DOTA-v1.0's unless it declares its own)")
     sources: list[str] = Field(default_factory=list, description="the files the declarations come from")
 

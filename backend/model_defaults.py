@@ -11,9 +11,11 @@ Sources, the later winning: the pixel range of the checkpoint's processor config
 training script saves the range it trained with, `preprocessor_config.json`, and its evaluator
 reads it back; a hub id's is read from the local download cache), then the checkpoint's
 `rscovlm_task_defaults.json` (TaskOptions fields, e.g. the demo's 224 px tiles and 448 px views,
-and `classes`, the detection classes it was trained on), then an adapter's file of the same name
-(a fine-tuning run writes its dataset's classes). Without a declaration the classes are
-DOTA-v1.0's fifteen, RSCoVLM's list.
+and `classes`, the detection classes it was trained on; under `tasks`, options of one task
+only, e.g. the demo's detection tiles read at 0.15 m: it learned detection on enlarged tiles and
+everything else at its world's 0.3 m), then an adapter's file of the same name (a fine-tuning
+run writes its dataset's classes). Without a declaration the classes are DOTA-v1.0's fifteen,
+RSCoVLM's list.
 """
 
 from __future__ import annotations
@@ -25,12 +27,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from backend.contract import TaskOptions, TaskRequest
+from backend.contract import TASKS, TaskOptions, TaskRequest
 from backend.errors import UserError, validation_problem
 from backend.prompts import DOTA_CLASSES
 
 TASK_DEFAULTS_FILE = "rscovlm_task_defaults.json"
 CLASSES_KEY = "classes"
+TASKS_KEY = "tasks"
 PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")  # transformers 4 and 5 names
 
 
@@ -42,6 +45,11 @@ class ModelDefaults:
     options: dict[str, Any] = field(default_factory=dict)
     classes: tuple[str, ...] = DOTA_CLASSES
     sources: tuple[str, ...] = ()
+    by_task: dict[str, dict[str, Any]] = field(default_factory=dict)  # options declared for one task, over `options`
+
+    def for_task(self, task: str) -> dict[str, Any]:
+        """The options declared for a request of this task."""
+        return self.options | self.by_task.get(task, {})
 
     def describe(self) -> dict:
         """For GET /model: every option as a request gets it when it sets none, and which of
@@ -49,6 +57,7 @@ class ModelDefaults:
         return {
             "options": TaskOptions(**self.options).model_dump(mode="json"),
             "declared": sorted(self.options),
+            "tasks": self.by_task,
             "classes": list(self.classes),
             "sources": list(self.sources),
         }
@@ -62,12 +71,20 @@ class ModelDefaults:
         options = described.get("options") if isinstance(described.get("options"), dict) else {}
         declared = {name: options[name] for name in described.get("declared") or [] if name in options and name in TaskOptions.model_fields}
         classes = [str(c) for c in described.get("classes") or [] if isinstance(c, str) and c.strip()]
-        return cls(declared, tuple(classes) or DOTA_CLASSES, tuple(str(s) for s in described.get("sources") or []))
+        tasks = described.get("tasks") if isinstance(described.get("tasks"), dict) else {}
+        by_task = {str(task): {k: v for k, v in given.items() if k in TaskOptions.model_fields} for task, given in tasks.items() if isinstance(given, dict)}
+        try:
+            for given in by_task.values():
+                TaskOptions(**(declared | given))
+        except ValidationError:
+            by_task = {}
+        return cls(declared, tuple(classes) or DOTA_CLASSES, tuple(str(s) for s in described.get("sources") or []),
+                   {task: given for task, given in by_task.items() if given})
 
 
-def read_declaration(folder: Path) -> tuple[dict, tuple[str, ...] | None] | None:
-    """(options, classes) a folder's rscovlm_task_defaults.json declares; None without the file.
-    A file that cannot be used is refused with one line."""
+def read_declaration(folder: Path) -> tuple[dict, tuple[str, ...] | None, dict[str, dict]] | None:
+    """(options, classes, options by task) a folder's rscovlm_task_defaults.json declares; None
+    without the file. A file that cannot be used is refused with one line."""
     path = folder / TASK_DEFAULTS_FILE
     if not path.is_file():
         return None
@@ -78,19 +95,23 @@ def read_declaration(folder: Path) -> tuple[dict, tuple[str, ...] | None] | None
     if not isinstance(declared, dict):
         raise UserError(f"{path} is not a JSON object.", "Fix or delete the file.")
     classes = declared.pop(CLASSES_KEY, None)
-    unknown = sorted(set(declared) - set(TaskOptions.model_fields))
+    by_task = declared.pop(TASKS_KEY, {})
+    if not isinstance(by_task, dict) or not all(task in TASKS and isinstance(given, dict) for task, given in by_task.items()):
+        raise UserError(f"{path}: '{TASKS_KEY}' must map tasks ({', '.join(TASKS)}) to options.", "Fix or delete the file.")
+    unknown = sorted((set(declared).union(*by_task.values())) - set(TaskOptions.model_fields))
     if unknown:
         raise UserError(
             f"{path} names unknown task options: {', '.join(unknown)}.",
-            f"Use '{CLASSES_KEY}' and fields of TaskOptions: {', '.join(TaskOptions.model_fields)}.",
+            f"Use '{CLASSES_KEY}', '{TASKS_KEY}' and fields of TaskOptions: {', '.join(TaskOptions.model_fields)}.",
         )
     if classes is not None and (not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c.strip() for c in classes)):
         raise UserError(f"{path}: '{CLASSES_KEY}' must be a non-empty list of class names.", "Fix or delete the file.")
     try:
-        TaskOptions(**declared)
+        for given in [{}, *by_task.values()]:
+            TaskOptions(**(declared | given))
     except ValidationError as exc:
         raise UserError(f"{path}: {validation_problem(exc.errors())}", "Fix or delete the file.") from None
-    return declared, tuple(c.strip() for c in classes) if classes else None
+    return declared, tuple(c.strip() for c in classes) if classes else None, by_task
 
 
 def _processor_file(model: str) -> Path | None:
@@ -133,6 +154,7 @@ def model_defaults(model: str | None, adapter: str | None = None) -> ModelDefaul
     """The defaults of a checkpoint folder or hub id (and an adapter on it); the general ones
     for what declares nothing."""
     options: dict = {}
+    by_task: dict[str, dict] = {}
     classes: tuple[str, ...] | None = None
     sources: list[str] = []
     processor = _processor_file(model) if model else None
@@ -145,8 +167,10 @@ def model_defaults(model: str | None, adapter: str | None = None) -> ModelDefaul
             continue
         options.update(declaration[0])
         classes = declaration[1] or classes
+        for task, given in declaration[2].items():
+            by_task[task] = by_task.get(task, {}) | given
         sources.append(str(folder / TASK_DEFAULTS_FILE))
-    return ModelDefaults(options, classes or DOTA_CLASSES, tuple(sources))
+    return ModelDefaults(options, classes or DOTA_CLASSES, tuple(sources), by_task)
 
 
 def with_model_defaults(request: TaskRequest, defaults: ModelDefaults) -> TaskRequest:
@@ -154,7 +178,7 @@ def with_model_defaults(request: TaskRequest, defaults: ModelDefaults) -> TaskRe
     A declared tile overlap belongs to the declared tile: a request that sets its own tile size
     gets the overlap that goes with it."""
     given = request.options.model_dump(exclude_unset=True)
-    declared = dict(defaults.options)
+    declared = defaults.for_task(request.task)
     if "tile_size" in given:
         declared.pop("tile_overlap", None)
     try:

@@ -71,6 +71,17 @@ def working_scale(source: RasterSource, window: PixelWindow, gsd: float | None) 
     return size[0] / gsd, size[1] / gsd
 
 
+def declared_gsd_problem(source: RasterSource, window: PixelWindow, gsd: float) -> str | None:
+    """Why a GSD the model declares (the user did not ask for it) cannot be read on this raster;
+    None when it can."""
+    size = source.pixel_size_m(window)
+    if size is None:
+        return "this raster has no georeference"
+    if gsd * MAX_UPSAMPLING < min(size):
+        return f"its {min(size):.3g} m pixels would be enlarged more than {MAX_UPSAMPLING:g}x"
+    return None
+
+
 TILED_TASKS = ("detect", "change")
 
 
@@ -147,11 +158,18 @@ class TaskRun:
 
     def __init__(self, request: TaskRequest, model_id: str, defaults: ModelDefaults | None = None):
         defaults = defaults or ModelDefaults()
+        user_gsd = "gsd" in request.options.model_fields_set
         self.request = request = with_model_defaults(request, defaults)
         self.model_id = model_id
         self.source = RasterSource.open(request.raster, request.options.bands)
+        notes = []
         try:
             self.window = self._window()
+            problem = None if user_gsd or request.options.gsd is None else declared_gsd_problem(self.source, self.window, request.options.gsd)
+            if problem:
+                notes.append(f"the model reads {request.task} at {request.options.gsd:g} m per pixel, as it was trained, but {problem}: "
+                             "read at the raster's own pixels.")
+                self.request = request = request.model_copy(update={"options": request.options.model_copy(update={"gsd": None})})
             self.views = plan_views(self.source, self.window, request)
             self.stretch = self.source.stretch_for(self.window)
             self.work_scale = working_scale(self.source, self.window, request.options.gsd)
@@ -160,7 +178,7 @@ class TaskRun:
         except BaseException:
             self.close()
             raise
-        self.warnings = list(self.source.warnings) + trained_range_warnings(request, defaults)
+        self.warnings = list(self.source.warnings) + notes + trained_range_warnings(request, defaults)
         # detection: the prompt lists every class the model was trained on, then any other requested
         self.asked: dict[str, str] = {normalise_category(c): c for c in request.classes or []} if request.task == "detect" else {}
         self.prompt_classes = detection_categories(list(defaults.classes) + list(request.classes or [])) if request.task == "detect" else []

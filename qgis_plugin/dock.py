@@ -341,9 +341,13 @@ class RSCoVLMDock(QDockWidget):
             self._show_model_defaults(self.controller.model_defaults())
 
     def _show_model_defaults(self, defaults: dict) -> None:
-        """The tile the model was trained on as the tile size's default, and its classes in the picker."""
-        tile = (defaults.get("options") or {}).get("tile_size")
+        """The tile and detection GSD the model was trained on as their fields' defaults, and its
+        classes in the picker."""
+        options = defaults.get("options") or {}
+        tile = options.get("tile_size")
         self.tile_size.setSpecialValueText(f"{MODEL_DEFAULT} ({tile} px)" if tile else MODEL_DEFAULT)
+        gsd = ((defaults.get("tasks") or {}).get("detect") or {}).get("gsd") or options.get("gsd")
+        self.gsd.setSpecialValueText(f"{MODEL_DEFAULT} (detection at {gsd:g} m/px)" if isinstance(gsd, (int, float)) else "native")
         classes = [str(c) for c in defaults.get("classes") or []]
         current = [self.dota_classes.itemText(i) for i in range(self.dota_classes.count())]
         if classes and classes != current:

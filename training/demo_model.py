@@ -30,6 +30,7 @@ import shutil
 import sys
 import threading
 import time
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from backend.model_defaults import TASK_DEFAULTS_FILE
 from backend.resolution import MIN_PIXELS
 from training.data import message_texts
 from training.demo_data import DEMO_MAX_PIXELS, TILE, DemoDataPlan, build_demo_data, check_demo_data
+from training.layouts import WORLD_GSD
 from training.run_folder import METRICS_FILE, read_log
 from training.world import CLASSES
 
@@ -49,6 +51,13 @@ RECIPES_RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "resul
 # past 640 an answer is a runaway, and the default 4096 (RSCoVLM-7B's) would let one hold up a batch.
 TASK_DEFAULTS = {"min_pixels": MIN_PIXELS, "max_pixels": DEMO_MAX_PIXELS, "tile_size": TILE, "tile_overlap": 64, "classes": sorted(CLASSES),
                  "max_new_tokens": 640}
+
+
+def task_defaults(view_zoom: float) -> dict:
+    """TASK_DEFAULTS of a checkpoint whose detection tiles were enlarged `view_zoom` times
+    (training.demo_data): detection then reads a scene at the GSD it learned, the world's
+    divided by the zoom; every other task was trained at the world's own GSD."""
+    return TASK_DEFAULTS | ({"tasks": {"detect": {"gsd": WORLD_GSD / view_zoom}}} if view_zoom != 1 else {})
 TIMINGS_FILE = "timings.json"
 PLAN_OPTIONS = ("scenes", "zoom_scenes", "val_scenes", "val_zoom_scenes", "change_scenes", "val_change_scenes")  # of DemoDataPlan, on the command line
 # Files of the trained folder that make the checkpoint; the rest (training summary) stays in the run.
@@ -95,12 +104,12 @@ def _timed(timings: dict, name: str, path: Path, step) -> None:
         write_text(path, json.dumps(timings, indent=2) + "\n")
 
 
-def publish(trained: Path, out: Path, summary: dict) -> None:
+def publish(trained: Path, out: Path, summary: dict, declared: dict) -> None:
     with staged_folder(out) as staging:
         for name in CHECKPOINT_FILES:
             if (trained / name).is_file():
                 shutil.copy2(trained / name, staging / name)
-        (staging / TASK_DEFAULTS_FILE).write_text(json.dumps(TASK_DEFAULTS, indent=2) + "\n")
+        (staging / TASK_DEFAULTS_FILE).write_text(json.dumps(declared, indent=2) + "\n")
         (staging / "rscovlm_training.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
@@ -169,6 +178,7 @@ def run(data: Path, run_folder: Path, out: Path, overrides: dict, plan: DemoData
     timings_path = run_folder / TIMINGS_FILE
     timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
     recipe = RECIPES[CHOSEN]
+    plan = replace(plan, view_zoom=recipe.view_zoom)
     folders = {"dense": data, "sparse": sparse_data_folder(data)}
     for kind in dict.fromkeys(["dense"] + [phase.data for phase in recipe.phases]):
         _build_data(folders[kind], phase_plan(kind, plan), timings, timings_path, "data" if kind == "dense" else f"data ({kind} views)")
@@ -193,7 +203,7 @@ def run(data: Path, run_folder: Path, out: Path, overrides: dict, plan: DemoData
         model = folder / "model"
     summary = phases[-1]["metrics"] | {"parameters": _parameters(model / "model.safetensors"), "recipe": CHOSEN,
                                        "recipe_description": recipe.description, "phases": phases}
-    publish(model, out, summary)
+    publish(model, out, summary, task_defaults(recipe.view_zoom))
     report_path = run_folder / "eval" / "report.json"
     if trained_now or not report_path.is_file():
         shutil.rmtree(run_folder / "eval", ignore_errors=True)  # earlier predictions are not this model's

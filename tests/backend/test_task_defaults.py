@@ -6,7 +6,11 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+import rasterio
+from PIL import Image
+from rasterio.windows import Window
 
 from backend.cli import main as cli_main
 from backend.cli.tasks import BUNDLED_MODEL
@@ -123,3 +127,40 @@ def test_the_service_fills_unset_options_from_the_model_it_serves(declaring_chec
             remote.close()
     finally:
         server.stop()
+
+
+def test_a_gsd_declared_for_detection_reads_georeferenced_scenes_there_and_other_rasters_as_they_are(declaring_checkpoint, scene, tmp_path, capsys):
+    """The demo checkpoint learned detection on tiles enlarged twice and every other task at its
+    world's GSD: it declares a GSD for detection alone. A raster that cannot be read at it (no
+    georeference, or far coarser) is read at its own pixels with a warning; the user's own --gsd
+    on such a raster is still refused."""
+    path, _ = scene  # 0.5 m
+    (declaring_checkpoint / TASK_DEFAULTS_FILE).write_text(
+        json.dumps({"max_pixels": 200704, "tile_size": 224, "tile_overlap": 64, "tasks": {"detect": {"gsd": 0.25}}}))
+    defaults = model_defaults(str(declaring_checkpoint))
+    assert defaults.by_task == {"detect": {"gsd": 0.25}} and "gsd" not in defaults.options
+    assert with_model_defaults(TaskRequest(task="detect", raster="x.tif", classes=["ship"]), defaults).options.gsd == 0.25
+    assert with_model_defaults(TaskRequest(task="caption", raster="x.tif"), defaults).options.gsd is None
+    assert with_model_defaults(TaskRequest(task="detect", raster="x.tif", classes=["ship"], options=TaskOptions(gsd=0.5)), defaults).options.gsd == 0.5
+    assert ModelDefaults.from_description(defaults.describe()) == defaults
+
+    model = ["--model", str(declaring_checkpoint), "--classes", "ship"]
+    declared = _views(capsys, "detect", str(path), *model)
+    assert declared == _views(capsys, "detect", str(path), *model, "--gsd", "0.25") > _views(capsys, "detect", str(path), *model, "--gsd", "0.5") == 36
+
+    plain = tmp_path / "plain.png"
+    with rasterio.open(path) as src:
+        Image.fromarray(np.moveaxis(src.read(window=Window(0, 0, 448, 448)), 0, -1)).save(plain)
+    assert cli_main(["detect", str(plain), *model, "--json", "--no-progress", "--max-new-tokens", "2"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["stats"]["views"] == _views(capsys, "detect", str(plain), "--model", str(declaring_checkpoint), "--classes", "ship",
+                                              "--tile-size", "224", "--tile-overlap", "64")
+    assert any("0.25 m per pixel" in w and "no georeference" in w for w in result["warnings"])
+    assert cli_main(["detect", str(plain), *model, "--gsd", "0.25", "--no-progress"]) == 2
+    assert "needs a georeferenced raster" in capsys.readouterr().err
+
+    for bad, problem in (({"tasks": {"dance": {}}}, "'tasks' must map tasks"), ({"tasks": {"detect": {"gsd": -1}}}, "gsd"),
+                         ({"tasks": {"detect": {"gsdd": 1}}}, "unknown task options: gsdd")):
+        (declaring_checkpoint / TASK_DEFAULTS_FILE).write_text(json.dumps(bad))
+        with pytest.raises(UserError, match=problem):
+            model_defaults(str(declaring_checkpoint))

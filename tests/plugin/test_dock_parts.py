@@ -151,9 +151,12 @@ def test_resolve_connection(settings, tmp_path):
 
 
 def test_the_dock_offers_what_the_backends_model_was_trained_on(dock):
-    """GET /model's defaults (here the demo checkpoint's): its tile as the tile size's default,
-    its classes in the picker; a request with the default tile leaves tile_size unset."""
-    defaults = {"options": {"tile_size": 224}, "classes": ["building", "large vehicle", "plane", "ship", "small vehicle", "storage tank"]}
+    """GET /model's defaults (here the demo checkpoint's): its tile and detection GSD as their
+    fields' defaults, its classes in the picker; a request with the default tile leaves
+    tile_size unset."""
+    defaults = {"options": {"tile_size": 224}, "tasks": {"detect": {"gsd": 0.15}},
+                "classes": ["building", "large vehicle", "plane", "ship", "small vehicle", "storage tank"]}
+    assert dock.gsd.text() == "native"  # before a backend says otherwise
     dock.task_combo.setCurrentIndex(dock.task_combo.findData("detect"))
     dock.dota_classes.setItemCheckState(dock.dota_classes.findText("ship"), Qt.CheckState.Checked)
     dock.controller.backend_status = {"model": {"model": "demo", "defaults": defaults}}
@@ -161,7 +164,8 @@ def test_the_dock_offers_what_the_backends_model_was_trained_on(dock):
     assert [dock.dota_classes.itemText(i) for i in range(dock.dota_classes.count())] == defaults["classes"]
     assert dock.classes() == ["ship"]  # a ticked class the model knows stays ticked
     assert dock.tile_size.value() == 0 and dock.tile_size.text() == "model default (224 px)"
-    assert dock.run_input().tile_size is None
+    assert dock.gsd.value() == 0 and dock.gsd.text() == "model default (detection at 0.15 m/px)"
+    assert dock.run_input().tile_size is None and dock.run_input().gsd is None
     dock.tile_size.setValue(448)
     assert dock.run_input().tile_size == 448
 
