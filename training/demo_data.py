@@ -82,7 +82,7 @@ ProgressCallback = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class DemoDataPlan:
-    scenes: int = 240  # scenes of one kind (and towns) cut into tiles, per training split
+    scenes: int = 480  # scenes of one kind (and towns) cut into tiles, per training split
     tiles_per_scene: int = 20
     zoom_scenes: int = 100  # countryside mosaics for the Zoom-in Chain
     val_scenes: int = 30

@@ -36,7 +36,10 @@ LIMITS = """\
   sparse views first gave the lowest validation loss and 'where' of four recipes; a dense
   CenterNet-style head on the vision tokens and a deeper, wider language model did not pay for
   their cost in 20 CPU minutes. The differences are a tenth of a nat per coordinate: no recipe
-  showed the step change the bars need.
+  showed the step change the bars need. Objects in token units (localise-first@2x, detection
+  tiles enlarged twice) led the 20-minute trials, but run at full length (1,600 steps) it ended
+  at this card's 'where' with scene classification at 77.5%
+  (benchmarks/results/localisation_full_length.md), so it was not shipped.
 - Compute. `../shared/docs/LOCALISATION_BASELINE.md` measured from-scratch localisation on sparse
   views of one class: 4% of boxes at IoU > 0.5 after 1,500 steps, 33% after 5,000 (42 CPU
   minutes). The localisation phase here had 1,500 steps of views with one to four objects of six
