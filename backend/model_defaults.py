@@ -12,8 +12,8 @@ training script saves the range it trained with, `preprocessor_config.json`, and
 reads it back; a hub id's is read from the local download cache), then the checkpoint's
 `rscovlm_task_defaults.json` (TaskOptions fields, e.g. the demo's 224 px tiles and 448 px views,
 and `classes`, the detection classes it was trained on; under `tasks`, options of one task
-only, e.g. the demo's detection tiles read at 0.15 m: it learned detection on enlarged tiles and
-everything else at its world's 0.3 m), then an adapter's file of the same name (a fine-tuning
+only, e.g. `{"detect": {"gsd": 0.15}}` for a checkpoint that learned detection on tiles enlarged
+twice and everything else at its imagery's 0.3 m), then an adapter's file of the same name (a fine-tuning
 run writes its dataset's classes). Without a declaration the classes are DOTA-v1.0's fifteen,
 RSCoVLM's list.
 """
