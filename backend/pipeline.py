@@ -55,31 +55,29 @@ MAX_UPSAMPLING = 8.0
 REGION_CONTEXT = 2.0
 
 
+def gsd_problem(size: tuple[float, float] | None, gsd: float) -> UserError | None:
+    """Why a raster of pixels `size` metres (None: no georeference) cannot be read at `gsd`
+    (upsampled past MAX_UPSAMPLING); None when it can."""
+    if size is None:
+        return UserError("--gsd needs a georeferenced raster; this one has no georeference.", "Leave out --gsd.")
+    native = min(size)
+    if gsd * MAX_UPSAMPLING < native:
+        return UserError(
+            f"--gsd {gsd:g} m is {native / gsd:.0f}x finer than the raster's {native:.3g} m pixels.",
+            f"Choose a GSD of at least {native / MAX_UPSAMPLING:.3g} m (upsampling adds no detail), or leave out --gsd.",
+        )
+    return None
+
+
 def working_scale(source: RasterSource, window: PixelWindow, gsd: float | None) -> tuple[float, float]:
     """Working pixels per raster pixel (x, y): 1 at native resolution, else native GSD / gsd."""
     if gsd is None:
         return 1.0, 1.0
     size = source.pixel_size_m(window)
-    if size is None:
-        raise UserError("--gsd needs a georeferenced raster; this one has no georeference.", "Leave out --gsd.")
-    native = min(size)
-    if gsd * MAX_UPSAMPLING < native:
-        raise UserError(
-            f"--gsd {gsd:g} m is {native / gsd:.0f}x finer than the raster's {native:.3g} m pixels.",
-            f"Choose a GSD of at least {native / MAX_UPSAMPLING:.3g} m (upsampling adds no detail), or leave out --gsd.",
-        )
+    problem = gsd_problem(size, gsd)
+    if problem is not None:
+        raise problem
     return size[0] / gsd, size[1] / gsd
-
-
-def declared_gsd_problem(source: RasterSource, window: PixelWindow, gsd: float) -> str | None:
-    """Why a GSD the model declares (the user did not ask for it) cannot be read on this raster;
-    None when it can."""
-    size = source.pixel_size_m(window)
-    if size is None:
-        return "this raster has no georeference"
-    if gsd * MAX_UPSAMPLING < min(size):
-        return f"its {min(size):.3g} m pixels would be enlarged more than {MAX_UPSAMPLING:g}x"
-    return None
 
 
 TILED_TASKS = ("detect", "change")
@@ -165,10 +163,11 @@ class TaskRun:
         notes = []
         try:
             self.window = self._window()
-            problem = None if user_gsd or request.options.gsd is None else declared_gsd_problem(self.source, self.window, request.options.gsd)
-            if problem:
-                notes.append(f"the model reads {request.task} at {request.options.gsd:g} m per pixel, as it was trained, but {problem}: "
-                             "read at the raster's own pixels.")
+            # A GSD the model declares, unlike the user's, gives way on a raster that cannot take it.
+            problem = None if user_gsd or request.options.gsd is None else gsd_problem(self.source.pixel_size_m(self.window), request.options.gsd)
+            if problem is not None:
+                notes.append(f"the model reads {request.task} at {request.options.gsd:g} m per pixel, as it was trained, but this raster "
+                             f"cannot be read at it ({problem.problem}): read at its own pixels.")
                 self.request = request = request.model_copy(update={"options": request.options.model_copy(update={"gsd": None})})
             self.views = plan_views(self.source, self.window, request)
             self.stretch = self.source.stretch_for(self.window)
