@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
 import shutil
 import sys
 import sysconfig
@@ -28,8 +29,11 @@ from .installer import (
     PLUGIN_VERSION,
     TORCH_INDEX,
     TORCH_REQUIREMENTS,
+    WHEELS_BYTES,
     InstallError,
     Step,
+    TorchBuild,
+    check_disk,
     run_step,
 )
 
@@ -50,7 +54,8 @@ def bundle_plan(staging: Path, backend_wheel: Path, torch: str, python: str = sy
     """pip collects the wheels: PyTorch's pair first (from PyTorch's index for a named build),
     then the backend with every requirement, which finds that pair among the collected wheels."""
     wheels = staging / "wheels"
-    pip = (python, "-m", "pip", "wheel", "--disable-pip-version-check", "--no-input", "--wheel-dir", str(wheels))
+    # No cache: the bundle is the copy to keep, a second one in pip's cache would double its size.
+    pip = (python, "-m", "pip", "wheel", "--disable-pip-version-check", "--no-input", "--no-cache-dir", "--wheel-dir", str(wheels))
     index = () if torch == "default" else ("--index-url", TORCH_INDEX + torch)
     return [
         Step(f"collecting PyTorch ({torch})", pip + index + TORCH_REQUIREMENTS),
@@ -76,6 +81,10 @@ def make_bundle(out: Path, plugin_zip: Path, models: Sequence[Path], torch: str 
         raise InstallError(f"{out} exists and is not a bundle: give a new folder (an earlier bundle there is replaced).")
     for model in models:
         check_model_folder(model)
+    model_bytes = sum(f.stat().st_size for model in models for f in model.rglob("*") if f.is_file())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    needed = WHEELS_BYTES[TorchBuild(torch, "").size_class(platform.system())] + model_bytes
+    check_disk(out.parent, 2 * needed if make_zip else needed, "the bundle")  # the zip is a second copy
     staging = out.with_name(f".{out.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     try:

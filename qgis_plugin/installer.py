@@ -61,9 +61,12 @@ CUDA_BUILDS = (("cu130", (580, 65)), ("cu128", (570, 26)), ("cu126", (560, 28)))
 TORCH_CHOICES = ("auto", "cpu", "default") + tuple(name for name, _ in CUDA_BUILDS)
 BUNDLE_MANIFEST = "bundle.json"
 INSTALLED_FILE = "rscovlm-install.json"  # in DIR: what was installed; its presence says DIR is ours
-# Free space needed where the environment is built: a CUDA build of torch with its NVIDIA
-# libraries takes about 5.5 GB installed (pip's unpacked wheels on top), the CPU build under 2 GB.
-NEEDED_BYTES = {"cuda": 9 * 2**30, "cpu": 3 * 2**30}
+# Free space a PyTorch build with the backend's other requirements needs (Linux x86_64, Python
+# 3.11): its wheels, as a bundle holds them (the CUDA build measured at 3.0 GiB), and installed,
+# with pip's unpacked wheels on top at the peak (the CUDA build takes about 5.5 GB installed, the
+# CPU build under 2 GB).
+WHEELS_BYTES = {"cuda": 4 * 2**30, "cpu": 1 * 2**30}
+INSTALL_BYTES = {"cuda": 9 * 2**30, "cpu": 3 * 2**30}
 
 
 class InstallError(Exception):
@@ -79,9 +82,10 @@ class TorchBuild:
     def index_url(self) -> str | None:
         return None if self.name == "default" else TORCH_INDEX + self.name
 
-    @property
-    def cuda(self) -> bool:
-        return self.name.startswith("cu")
+    def size_class(self, system: str) -> str:
+        """"cuda" or "cpu", for the space it takes: PyPI's default build is a CUDA one on Linux
+        and Windows."""
+        return "cuda" if self.name.startswith("cu") or (self.name == "default" and system != "Darwin") else "cpu"
 
 
 @dataclass(frozen=True)
@@ -188,10 +192,11 @@ def check_target(prefix: Path) -> None:
         raise InstallError(f"{prefix} exists and is not a backend environment this installer made: give a new or empty folder.")
 
 
-def check_disk(folder: Path, needed: int) -> None:
+def check_disk(folder: Path, needed: int, what: str = "the backend") -> None:
+    """Refused before anything is written, rather than pip failing halfway on a full disk."""
     free = shutil.disk_usage(folder).free
     if free < needed:
-        raise InstallError(f"{free / 2**30:.1f} GiB free in {folder}, the backend needs about {needed / 2**30:.0f} GiB: free some space or "
+        raise InstallError(f"{free / 2**30:.1f} GiB free in {folder}, {what} needs about {needed / 2**30:.0f} GiB: free some space or "
                            "choose another folder.")
 
 
@@ -258,7 +263,7 @@ def install(prefix: Path, backend_wheel: Path, torch_choice: str = "auto", bundl
         torch = choose_torch(system, platform.machine(), driver_version(_nvidia_smi()), torch_choice)
     log(f"PyTorch build: {torch.name} ({torch.reason})")
     prefix.parent.mkdir(parents=True, exist_ok=True)
-    check_disk(prefix.parent, NEEDED_BYTES["cuda" if torch.cuda else "cpu"])
+    check_disk(prefix.parent, INSTALL_BYTES[torch.size_class(system)])
     environment = pip_environment(proxy, wheels is not None)
     base = python or find_base_python(base_python_candidates(system, sys.executable, sys.exec_prefix), environment)
     staging = prefix.with_name(f".{prefix.name}.partial-{os.getpid()}")

@@ -15,11 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from qgis_plugin.bundle import make_bundle
 from qgis_plugin.client import BackendClient
 from qgis_plugin.installer import (
     BACKEND_WHEEL,
+    INSTALL_BYTES,
     INSTALLED_FILE,
     PLUGIN_VERSION,
+    WHEELS_BYTES,
     InstallError,
     TorchBuild,
     base_python_candidates,
@@ -116,6 +119,18 @@ def test_the_target_folder_is_checked(tmp_path):
     check_target(tmp_path)  # an earlier environment of ours is
 
 
+def test_a_disk_too_full_is_refused_before_anything_is_written(plugin_zip, tmp_path):
+    model = tmp_path / "huge"  # a model folder larger than the disk holds, as a sparse file
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "qwen2_5_vl"}')
+    with open(model / "model.safetensors", "wb") as weights:
+        weights.truncate(shutil.disk_usage(tmp_path).free + 2**40)
+    with pytest.raises(InstallError, match=r"GiB free in .*, the bundle needs about \d+ GiB: free some space or choose another folder"):
+        make_bundle(tmp_path / "bundle", plugin_zip, [model], make_zip=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["huge"]  # no bundle, no partial folder
+    assert TorchBuild("default", "").size_class("Linux") == "cuda" and TorchBuild("default", "").size_class("Darwin") == "cpu"
+
+
 def _plugin_folder(plugin_zip: Path, into: Path) -> Path:
     with zipfile.ZipFile(plugin_zip) as archive:
         archive.extractall(into)
@@ -147,6 +162,9 @@ def offline_install(plugin_zip, tiny_checkpoint, tmp_path_factory):
     if not QGIS_PYTHON.is_file():
         pytest.skip(f"{QGIS_PYTHON} is absent")
     work = tmp_path_factory.mktemp("install")
+    needed, free = WHEELS_BYTES["cuda"] + INSTALL_BYTES["cuda"], shutil.disk_usage(work).free  # the bundle, then the environment
+    if free < needed:  # a machine's disk, not the code: the installers' own refusal is tested apart
+        pytest.skip(f"{free / 2**30:.1f} GiB free in {work}, the bundle and the environment installed from it take about {needed / 2**30:.0f} GiB")
     bundle = work / "bundle"
     made = subprocess.run([str(backend_tool("python")), "-m", "qgis_plugin.bundle", "--out", str(bundle), "--plugin-zip", str(plugin_zip),
                            "--model", str(tiny_checkpoint), "--no-zip"], cwd=REPO, capture_output=True, text=True, timeout=1800)
