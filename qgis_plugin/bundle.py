@@ -32,9 +32,9 @@ from .installer import (
     WHEELS_BYTES,
     InstallError,
     Step,
-    TorchBuild,
     check_disk,
     run_step,
+    size_class,
 )
 
 
@@ -83,7 +83,7 @@ def make_bundle(out: Path, plugin_zip: Path, models: Sequence[Path], torch: str 
         check_model_folder(model)
     model_bytes = sum(f.stat().st_size for model in models for f in model.rglob("*") if f.is_file())
     out.parent.mkdir(parents=True, exist_ok=True)
-    needed = WHEELS_BYTES[TorchBuild(torch, "").size_class(platform.system())] + model_bytes
+    needed = WHEELS_BYTES[size_class(torch, platform.system())] + model_bytes
     check_disk(out.parent, 2 * needed if make_zip else needed, "the bundle")  # the zip is a second copy
     staging = out.with_name(f".{out.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)

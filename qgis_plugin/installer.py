@@ -82,10 +82,11 @@ class TorchBuild:
     def index_url(self) -> str | None:
         return None if self.name == "default" else TORCH_INDEX + self.name
 
-    def size_class(self, system: str) -> str:
-        """"cuda" or "cpu", for the space it takes: PyPI's default build is a CUDA one on Linux
-        and Windows."""
-        return "cuda" if self.name.startswith("cu") or (self.name == "default" and system != "Darwin") else "cpu"
+
+def size_class(torch_build: str, system: str) -> str:
+    """The key of WHEELS_BYTES and INSTALL_BYTES for a PyTorch build: PyPI's default build is a
+    CUDA one on Linux and Windows."""
+    return "cuda" if torch_build.startswith("cu") or (torch_build == "default" and system != "Darwin") else "cpu"
 
 
 @dataclass(frozen=True)
@@ -263,7 +264,7 @@ def install(prefix: Path, backend_wheel: Path, torch_choice: str = "auto", bundl
         torch = choose_torch(system, platform.machine(), driver_version(_nvidia_smi()), torch_choice)
     log(f"PyTorch build: {torch.name} ({torch.reason})")
     prefix.parent.mkdir(parents=True, exist_ok=True)
-    check_disk(prefix.parent, INSTALL_BYTES[torch.size_class(system)])
+    check_disk(prefix.parent, INSTALL_BYTES[size_class(torch.name, system)])
     environment = pip_environment(proxy, wheels is not None)
     base = python or find_base_python(base_python_candidates(system, sys.executable, sys.exec_prefix), environment)
     staging = prefix.with_name(f".{prefix.name}.partial-{os.getpid()}")

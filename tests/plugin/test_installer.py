@@ -32,6 +32,7 @@ from qgis_plugin.installer import (
     install_plan,
     proxy_url,
     read_bundle,
+    size_class,
     venv_program,
 )
 
@@ -128,7 +129,7 @@ def test_a_disk_too_full_is_refused_before_anything_is_written(plugin_zip, tmp_p
     with pytest.raises(InstallError, match=r"GiB free in .*, the bundle needs about \d+ GiB: free some space or choose another folder"):
         make_bundle(tmp_path / "bundle", plugin_zip, [model], make_zip=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["huge"]  # no bundle, no partial folder
-    assert TorchBuild("default", "").size_class("Linux") == "cuda" and TorchBuild("default", "").size_class("Darwin") == "cpu"
+    assert size_class("default", "Linux") == "cuda" and size_class("default", "Darwin") == "cpu"
 
 
 def _plugin_folder(plugin_zip: Path, into: Path) -> Path:
