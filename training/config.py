@@ -57,6 +57,9 @@ class FitConfig:
     # Weight of training.dense_head's loss (where objects are, per vision token) beside the
     # answers' loss; 0: no head. Training only: the result is a plain Qwen2.5-VL.
     dense_head_weight: float = 0.0
+    # Weight of training.position_head's loss (each image token's row and column, read from the
+    # language model's state of it) beside the answers' loss; 0: no head. Training only too.
+    position_head_weight: float = 0.0
 
 
 # Fields that may change between an interrupted run and its resumption.

@@ -2,9 +2,10 @@
 learns, for every 28 x 28 px cell, whether an object's centre lies in it, where in the cell, and
 how large the object is (CenterNet's targets on Qwen2.5-VL's token grid).
 
-Why: a box answer is only as good as what the image tokens say about where things are. The
-language model reads coarse position (which token) through its rotary positions, but the
-position inside a cell and the object's extent must be in the token's features; the answer's
+Why: a box answer is only as good as what the image tokens say about where things are. Which
+token an object is in is the language model's to know (training.position_head teaches each
+image token its row and column), but the position inside a cell and the object's extent must be
+in the token's features; the answer's
 loss teaches them slowly, through every digit of every coordinate. This head teaches them
 directly, from the same answers (no other labels: any detection or grounding sample carries its
 targets in its answer text). It is used during training only; the saved checkpoint is a plain

@@ -41,6 +41,8 @@ from training.config import RESUMABLE_CHANGES, FitConfig, load_config, parse_ove
 from training.data import Collator, DatasetSpec, Mixture, conversations_file, parse_data_spec
 from training.dense_head import ATTRIBUTE as DENSE_HEAD
 from training.dense_head import attach as attach_dense_head
+from training.position_head import ATTRIBUTE as POSITION_HEAD
+from training.position_head import attach as attach_position_head
 from training.run_folder import (
     METRICS_FILE,
     RUN_FILE,
@@ -255,7 +257,7 @@ def _save_result(settings: FitSettings, accelerator, model, processor, out: Path
     """adapter/ (LoRA) or model/ (full), written atomically by the main process, declaring the
     detection classes it was trained on (backend.model_defaults) when its data had detection."""
     state_dict = accelerator.get_state_dict(model)  # gathers shards under ZeRO-3 / FSDP
-    state_dict = {k: v for k, v in state_dict.items() if not k.startswith(DENSE_HEAD + ".")}  # training only
+    state_dict = {k: v for k, v in state_dict.items() if not k.startswith((DENSE_HEAD + ".", POSITION_HEAD + "."))}  # training only
     unwrapped = accelerator.unwrap_model(model)
     folder = out / ("model" if settings.config.method == "full" else "adapter")
     if accelerator.is_main_process:
@@ -319,6 +321,7 @@ def fit(settings: FitSettings, progress: ProgressCallback | None = None, should_
     set_seed(config.seed)
     model, processor, placement = load_model(settings, accelerator)
     dense_head = attach_dense_head(model) if config.dense_head_weight > 0 else None
+    position_head = attach_position_head(model) if config.position_head_weight > 0 else None
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
     deepspeed = accelerator.state.deepspeed_plugin
@@ -387,6 +390,9 @@ def fit(settings: FitSettings, progress: ProgressCallback | None = None, should_
                 if dense_head is not None and dense_head.last_loss is not None:
                     loss = loss + config.dense_head_weight * dense_head.last_loss
                     dense_head.last_loss = None
+                if position_head is not None and position_head.last_loss is not None:
+                    loss = loss + config.position_head_weight * position_head.last_loss
+                    position_head.last_loss = None
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and config.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(parameters, config.max_grad_norm)
