@@ -115,6 +115,7 @@ def train(job: tuple) -> dict:
 
 def score(model: Path, dataset: Path) -> dict:
     import shapely
+    from PIL import Image
 
     from backend.engine.local import load_local_engine
     from backend.parsing import parse_boxes
@@ -126,8 +127,6 @@ def score(model: Path, dataset: Path) -> dict:
     truths = json.loads((dataset / "val" / "truth.json").read_text())
     best, answered, skipped = [], 0, 0
     for i, rectangles in enumerate(truths):
-        from PIL import Image
-
         image = np.array(Image.open(dataset / "val" / f"images/v{i:05d}.png").convert("RGB"))
         text = engine.generate([single_turn(image, user, system)], max_new_tokens=96)[0].text
         parsed = parse_boxes(text, (SIDE, SIDE), [LABEL])
