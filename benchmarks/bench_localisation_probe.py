@@ -145,31 +145,20 @@ def score(model: Path, dataset: Path) -> dict:
 
 
 def column_r2(model_dir: Path, dataset: Path) -> float:
-    """Held-out R^2 of a ridge probe reading each image token's column from its state after
-    training.position_head.LAYER decoder layers (0: nothing there; 1: all of it)."""
-    import torch
+    """training.position_head.column_r2 on the validation views."""
     from PIL import Image
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
-    from training.position_head import LAYER, grid_targets
+    from training import position_head
 
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(str(model_dir)).eval()
     processor = AutoProcessor.from_pretrained(str(model_dir))
     content = [{"type": "image"}, {"type": "text", "text": f"find the {LABEL}."}]
     text = processor.apply_chat_template([{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True)
-    states, columns = [], []
-    with torch.no_grad():
-        for i in range(len(json.loads((dataset / "val" / "truth.json").read_text()))):
-            inputs = processor(text=[text], images=[Image.open(dataset / "val" / f"images/v{i:05d}.png").convert("RGB")], return_tensors="pt")
-            hidden = model(**inputs, output_hidden_states=True).hidden_states[LAYER][0]
-            states.append(hidden[inputs["input_ids"][0] == model.config.image_token_id].numpy())
-            columns.append(grid_targets(inputs["image_grid_thw"])[:, 1].numpy())
-    x, y = np.concatenate(states), np.concatenate(columns)
-    x = np.c_[(x - x.mean(0)) / (x.std(0) + 1e-6), np.ones(len(x))]
-    fitted = np.arange(len(x)) < len(x) * 3 // 4
-    weights = np.linalg.solve(x[fitted].T @ x[fitted] + np.eye(x.shape[1]), x[fitted].T @ y[fitted])
-    residual = y[~fitted] - x[~fitted] @ weights
-    return float(1 - (residual**2).sum() / ((y[~fitted] - y[~fitted].mean()) ** 2).sum())
+    views = len(json.loads((dataset / "val" / "truth.json").read_text()))
+    inputs = [processor(text=[text], images=[Image.open(dataset / "val" / f"images/v{i:05d}.png").convert("RGB")], return_tensors="pt")
+              for i in range(views)]
+    return position_head.column_r2(model, inputs)
 
 
 def main(quick: bool = False) -> dict:
