@@ -45,7 +45,7 @@ from training.run_folder import METRICS_FILE, read_log
 from training.world import CLASSES
 
 CONFIG = Path(__file__).resolve().parent / "configs" / "demo.yaml"
-RECIPES_RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "localisation_recipes"
+RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 # What the demo checkpoint declares about its training (backend.model_defaults): the view sizes and its world's classes.
 # Its answer limit: the longest answer it was trained on is 466 tokens (a dense tile's detection);
 # past 640 an answer is a runaway, and the default 4096 (RSCoVLM-7B's) would let one hold up a batch.
@@ -217,9 +217,9 @@ def run(data: Path, run_folder: Path, out: Path, overrides: dict, plan: DemoData
         write_text(localisation_path, json.dumps(measure(out, data), indent=2) + "\n")
     from training.model_card import write_model_card
 
-    recipes = RECIPES_RESULTS.with_suffix(".json")
+    recipes, probe = (RESULTS / f"{name}.json" for name in ("localisation_recipes", "localisation_probe"))
     write_model_card(out, report, summary, timings, _machine(), json.loads((data / "manifest.json").read_text()), overrides,
-                     json.loads(localisation_path.read_text()), json.loads(recipes.read_text()) if recipes.is_file() else None)
+                     json.loads(localisation_path.read_text()), *(json.loads(f.read_text()) if f.is_file() else None for f in (recipes, probe)))
     return report
 
 

@@ -39,7 +39,9 @@ LIMITS = """\
   showed the step change the bars need. Objects in token units (localise-first@2x, detection
   tiles enlarged twice) led the 20-minute trials, but run at full length (1,600 steps) it ended
   at this card's 'where' with scene classification at 77.5%
-  (benchmarks/results/localisation_full_length.md), so it was not shipped.
+  (benchmarks/results/localisation_full_length.md), so it was not shipped. Nor was the position
+  head: it teaches each image token its column and doubled the probe's IoU, but at full length
+  it too ended at this card's 'where' (4.78 nats).
 - Compute. `../shared/docs/LOCALISATION_BASELINE.md` measured from-scratch localisation on sparse
   views of one class: 4% of boxes at IoU > 0.5 after 1,500 steps, 33% after 5,000 (42 CPU
   minutes). The localisation phase here had 1,500 steps of views with one to four objects of six
@@ -138,9 +140,21 @@ def _recipes_table(recipes: dict | None) -> str:
     return "\n".join(rows)
 
 
+def _probe_table(probe: dict | None) -> str:
+    """benchmarks/results/localisation_probe.json: box answers alone against the training-only heads."""
+    if not probe:
+        return "(benchmarks/results/localisation_probe.json is missing)"
+    rows = ["| variant | mean best IoU | share IoU > 0.5 | column R^2 | fit minutes (1 thread) |", "|---|---|---|---|---|"]
+    for r in probe.get("rows", []):
+        if "steps" in r:
+            rows.append(f"| {r['variant']} | {r['mean best IoU']} | {_percent(r['share IoU > 0.5'])}% | {r['column R^2']} | {r.get('fit min (1 thread)', '-')} |")
+    return "\n".join(rows)
+
+
 def write_model_card(folder: Path, report: dict, summary: dict, timings: dict, machine: dict, manifest: dict, overrides: dict,
-                     localisation: dict | None = None, recipes: dict | None = None) -> Path:
-    """`recipes`: benchmarks/results/localisation_recipes.json, the recipes this one was chosen over."""
+                     localisation: dict | None = None, recipes: dict | None = None, probe: dict | None = None) -> Path:
+    """`recipes`: benchmarks/results/localisation_recipes.json, the recipes this one was chosen over;
+    `probe`: benchmarks/results/localisation_probe.json, what the training-only heads add."""
     config = summary.get("config", {})
     scratch = json.loads((folder / "config.json").read_text())
     text, vision = scratch.get("text_config", {}), scratch.get("vision_config", {})
@@ -253,6 +267,17 @@ wall time from the same scratch model and measures them on one probe
 (`benchmarks/results/localisation_recipes.md`, its curves in the JSON beside it):
 
 {_recipes_table(recipes)}
+
+The training-only heads were then measured on `../shared/docs/LOCALISATION_BASELINE.md`'s
+setting (sparse views, the demo's size, 1,500 steps through `training.fit`, the same initial
+weights; `benchmarks/results/localisation_probe.md`): the column of an image token, which the
+box answers alone do not teach, is what the position head (`training/position_head.py`) adds.
+At full length on this world (recipe localise-first+position,
+`benchmarks/results/localisation_full_length.md`) it ended at this card's 'where' (4.78 against
+4.75 nats), so it was not used here; the baseline's own optimiser (twice the learning rate,
+one-cycle shape) did not close the gap to its 0.16 either.
+
+{_probe_table(probe)}
 
 ## What limited it
 

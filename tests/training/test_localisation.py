@@ -9,7 +9,7 @@ import torch
 from backend.prompts import NO_OBJECTS
 from training.data import IGNORE_INDEX, Collator, DatasetSpec, Mixture
 from training.localisation import box_answer_nll, token_parts
-from training.model_card import _localisation_table
+from training.model_card import _localisation_table, _probe_table
 
 
 def _show(parts):
@@ -81,3 +81,13 @@ def test_the_model_card_table():
     assert "| detect (235 objects) |" in table
     assert "| where: first corner, per coordinate | 4.55 |" in table and "| 5.41 |" in table
     assert _localisation_table({}) == "(not measured)"
+
+
+def test_the_model_card_probe_table():
+    probe = {"rows": [{"variant": "untrained", "mean best IoU": 0.0, "share IoU > 0.5": 0.0, "column R^2": -0.013},
+                      {"variant": "+ position head", "steps": 1500, "fit min (1 thread)": 22.8, "mean best IoU": 0.123,
+                       "share IoU > 0.5": 0.007, "column R^2": 0.974}]}
+    table = _probe_table(probe).splitlines()
+    # the trained variants only, the share as a percentage
+    assert len(table) == 3 and table[2] == "| + position head | 0.123 | 0.7% | 0.974 | 22.8 |"
+    assert "missing" in _probe_table(None)
