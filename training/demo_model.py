@@ -144,6 +144,12 @@ def _parameters(weights: Path) -> int:
         return total
 
 
+def _benchmark_result(name: str) -> dict | None:
+    """benchmarks/results/<name>.json, which the model card quotes; None where it was never run."""
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def _machine() -> dict:
     import torch
 
@@ -217,9 +223,8 @@ def run(data: Path, run_folder: Path, out: Path, overrides: dict, plan: DemoData
         write_text(localisation_path, json.dumps(measure(out, data), indent=2) + "\n")
     from training.model_card import write_model_card
 
-    recipes, probe = (RESULTS / f"{name}.json" for name in ("localisation_recipes", "localisation_probe"))
     write_model_card(out, report, summary, timings, _machine(), json.loads((data / "manifest.json").read_text()), overrides,
-                     json.loads(localisation_path.read_text()), *(json.loads(f.read_text()) if f.is_file() else None for f in (recipes, probe)))
+                     json.loads(localisation_path.read_text()), _benchmark_result("localisation_recipes"), _benchmark_result("localisation_probe"))
     return report
 
 

@@ -41,7 +41,7 @@ LIMITS = """\
   at this card's 'where' with scene classification at 77.5%
   (benchmarks/results/localisation_full_length.md), so it was not shipped. Nor was the position
   head: it teaches each image token its column and doubled the probe's IoU, but at full length
-  it too ended at this card's 'where' (4.78 nats).
+  it too ended at localise-first's 'where' (4.78 against 4.75 nats).
 - Compute. `../shared/docs/LOCALISATION_BASELINE.md` measured from-scratch localisation on sparse
   views of one class: 4% of boxes at IoU > 0.5 after 1,500 steps, 33% after 5,000 (42 CPU
   minutes). The localisation phase here had 1,500 steps of views with one to four objects of six
@@ -273,8 +273,8 @@ setting (sparse views, the demo's size, 1,500 steps through `training.fit`, the 
 weights; `benchmarks/results/localisation_probe.md`): the column of an image token, which the
 box answers alone do not teach, is what the position head (`training/position_head.py`) adds.
 At full length on this world (recipe localise-first+position,
-`benchmarks/results/localisation_full_length.md`) it ended at this card's 'where' (4.78 against
-4.75 nats), so it was not used here; the baseline's own optimiser (twice the learning rate,
+`benchmarks/results/localisation_full_length.md`) it ended at localise-first's 'where' (4.78
+against 4.75 nats), so it was not used here; the baseline's own optimiser (twice the learning rate,
 one-cycle shape) did not close the gap to its 0.16 either.
 
 {_probe_table(probe)}
