@@ -224,7 +224,8 @@ def run(data: Path, run_folder: Path, out: Path, overrides: dict, plan: DemoData
     from training.model_card import write_model_card
 
     write_model_card(out, report, summary, timings, _machine(), json.loads((data / "manifest.json").read_text()), overrides,
-                     json.loads(localisation_path.read_text()), _benchmark_result("localisation_recipes"), _benchmark_result("localisation_probe"))
+                     json.loads(localisation_path.read_text()), _benchmark_result("localisation_recipes"), _benchmark_result("localisation_probe"),
+                     _benchmark_result("localisation_curve"))
     return report
 
 

@@ -7,7 +7,9 @@ position has to be in the token's own state. A from-scratch Qwen2.5-VL does not 
 a ridge probe on the demo's random-init model finds each image token's row in its state after one
 layer (R^2 0.78, the causal mask counts the tokens before it) but not its column (R^2 below 0),
 and 1,500 steps of box answers did not teach it (benchmarks/results/localisation_probe.md). Asked
-directly, one layer learns both within a hundred steps. Used during training only; the saved
+directly, one layer learns both within a hundred steps. It speeds the start, not the curve: twice
+the probe's IoU after a 1,500-step schedule, but 3,000 steps into a longer one box answers alone
+were ahead (benchmarks/results/localisation_curve.md). Used during training only; the saved
 checkpoint is a plain Qwen2.5-VL without it.
 """
 

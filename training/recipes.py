@@ -118,7 +118,10 @@ RECIPES = {
 # 150-minute budget it gave no better 'where' and lost scene classification
 # (benchmarks/results/localisation_full_length.md). The position head doubled the mean best IoU of
 # box answers alone on the probe (benchmarks/results/localisation_probe.md), but at full length on
-# the world it ended at the same 'where' (4.78 against 4.75 nats), so it is not shipped either.
+# the world it ended at the same 'where' (4.78 against 4.75 nats), so it is not shipped either;
+# on a 5,000-step schedule box answers alone overtook it by 3,000 steps and more than doubled
+# their own IoU from 1,500 (benchmarks/results/localisation_curve.md): the sparse phase's steps
+# are what binds, so a recipe that fits more of them is the next to try.
 CHOSEN = "localise-first"
 
 

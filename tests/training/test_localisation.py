@@ -87,7 +87,11 @@ def test_the_model_card_probe_table():
     probe = {"rows": [{"variant": "untrained", "mean best IoU": 0.0, "share IoU > 0.5": 0.0, "column R^2": -0.013},
                       {"variant": "+ position head", "steps": 1500, "fit min (1 thread)": 22.8, "mean best IoU": 0.123,
                        "share IoU > 0.5": 0.007, "column R^2": 0.974}]}
-    table = _probe_table(probe).splitlines()
-    # the trained variants only, the share as a percentage
-    assert len(table) == 3 and table[2] == "| + position head | 0.123 | 0.7% | 0.974 | 22.8 |"
+    curve = {"rows": [{"variant": "box answers alone", "steps": 3000, "schedule steps": 5000, "fit min (1 thread)": 80.8,
+                       "mean best IoU": 0.205, "share IoU > 0.5": 0.049, "column R^2": 0.391}]}
+    table = _probe_table(probe, curve).splitlines()
+    # the trained variants only, the share as a percentage; a probe row's schedule is its steps
+    assert len(table) == 4 and table[2] == "| + position head | 1500 | 1500 | 0.123 | 0.7% | 0.974 | 22.8 |"
+    assert table[3] == "| box answers alone | 3000 | 5000 | 0.205 | 4.9% | 0.391 | 80.8 |"
+    assert len(_probe_table(probe).splitlines()) == 3
     assert "missing" in _probe_table(None)

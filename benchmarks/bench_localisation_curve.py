@@ -1,0 +1,152 @@
+"""The learning curve of 'where' past 1,500 steps: does box answering take off later, as
+LOCALISATION_BASELINE's curve does (mean best IoU 0.16, 0.29, 0.40 at 1,500, 3,000, 5,000 steps)?
+
+The setting, data, initial weights and scoring of bench_localisation_probe (sparse 224 px views
+of one or two small vehicles, the demo's model size and fit settings, the backend's engine and
+parser on unseen views), with one schedule of 5,000 steps instead of 1,500. Box answers alone and
+with the position head (training.position_head) train side by side, one thread each; each run is
+stopped at 1,500 and 3,000 steps (training.fit writes a checkpoint and resumes from it) and the
+model of that checkpoint is scored, so the three points of a row lie on one schedule, as the
+baseline's do.
+
+    python -m benchmarks localisation_curve                      # about 2.3 hours on 2 CPU cores
+    python -m benchmarks.bench_localisation_curve --until 3000   # the points up to 3,000 steps only
+
+A fitted point is reused, so a run stopped after 3,000 steps is continued to 5,000 by the first
+command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from benchmarks import bench_localisation_probe as probe
+from benchmarks import data, report
+
+VARIANTS = {"box answers alone": {}, "+ position head": {"position_head_weight": 1.0}}
+# LOCALISATION_BASELINE.md's curve (a smaller model, AdamW 1e-3 one-cycle): steps -> mean best IoU.
+BASELINE_CURVE = {1500: 0.16, 3000: 0.29, 5000: 0.40}
+TIMES = "curve_fit_time.json"  # fit seconds to each scored step, kept in the run folder
+
+
+def snapshot(base: Path, checkpoint: Path, target: Path) -> Path:
+    """The model of a fit checkpoint as a checkpoint folder the backend loads: the base's
+    processor and config with the checkpoint's trained weights, the training-only heads left out."""
+    from safetensors.torch import load_file
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    from backend.atomic import staged_folder
+    from training.checkpoints import TRAINABLE_FILE
+    from training.dense_head import ATTRIBUTE as DENSE_HEAD
+    from training.position_head import ATTRIBUTE as POSITION_HEAD
+
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(str(base))
+    state = {k: v for k, v in load_file(str(checkpoint / TRAINABLE_FILE)).items() if not k.startswith((DENSE_HEAD + ".", POSITION_HEAD + "."))}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = {"lm_head.weight"} if model.config.get_text_config().tie_word_embeddings else set()
+    if unexpected or set(missing) - tied:
+        raise RuntimeError(f"checkpoint {checkpoint} does not fit {base}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    with staged_folder(target) as staging:
+        model.save_pretrained(staging, safe_serialization=True)
+        AutoProcessor.from_pretrained(str(base)).save_pretrained(staging)
+    return target
+
+
+def train(job: tuple) -> dict:
+    """One variant's schedule of `schedule` steps, stopped and resumed at each scored step up to
+    the last of `milestones`; returns the model folder and cumulative fit seconds of every scored
+    step (steps already fitted are reused)."""
+    name, overrides, model, dataset, out, schedule, milestones = job
+    import torch
+
+    torch.set_num_threads(1)
+    from backend.atomic import write_text
+    from backend.errors import Cancelled
+    from training.config import SHIPPED_CONFIGS, load_config
+    from training.fit import FitSettings, fit
+
+    config = load_config(SHIPPED_CONFIGS / "demo.yaml", {**overrides, "max_steps": schedule, "eval_every": 0, "val_samples": 16,
+                                                   "val_ap_samples": 0, "save_every": 500, "log_every": 50})
+    times_file = out / TIMES
+    times = json.loads(times_file.read_text()) if times_file.is_file() else {}
+    for milestone in milestones:
+        if str(milestone) in times:
+            continue
+        reached = {"step": 0}
+
+        def seen(status, reached=reached):
+            reached["step"] = status.step
+
+        started = time.monotonic()
+        try:
+            fit(FitSettings(str(model), str(dataset), str(out), config), progress=seen,
+                should_stop=lambda reached=reached, milestone=milestone: reached["step"] >= milestone)
+            folder = out / "model"
+        except Cancelled:
+            from training.checkpoints import checkpoint_name
+
+            folder = snapshot(model, out / "checkpoints" / checkpoint_name(milestone), out / f"model-{milestone}")
+        fitted_before = max((t["fit_s"] for t in times.values()), default=0.0)
+        times[str(milestone)] = {"fit_s": fitted_before + time.monotonic() - started, "model": str(folder)}
+        write_text(times_file, json.dumps(times, indent=2))
+    return {"variant": name, "points": times}
+
+
+def score(job: tuple) -> dict:
+    model, dataset = job
+    import torch
+
+    torch.set_num_threads(1)
+    return probe.score(Path(model), dataset)
+
+
+def main(quick: bool = False, until: int | None = None) -> dict:
+    schedule, train_views, val_views = ((5, 10, 15), 200, 8) if quick else (tuple(BASELINE_CURVE), 12000, 96)
+    milestones = tuple(m for m in schedule if until is None or m <= until)
+    if not milestones:
+        raise SystemExit(f"--until {until} is before the first scored step, {schedule[0]}")
+    # The probe's data and initial weights, made by bench_localisation_probe's seeds if not there.
+    root = data.DATA / ("localisation_probe_quick" if quick else "localisation_probe")
+    dataset = root / "data"
+    if not (dataset / "val" / "truth.json").exists():
+        probe.write_split(dataset, "train", train_views, seed=1)
+        probe.write_split(dataset, "val", val_views, seed=2)
+    model = root / "scratch"
+    if not (model / "config.json").exists():
+        corpus = [json.loads(line)["messages"][-1]["content"] for line in (dataset / "train" / "conversations.jsonl").read_text().splitlines()[:500]]
+        probe.scratch_model(root, corpus)
+    jobs = [(name, overrides, model, dataset, root / "curve" / probe.run_name(name), schedule[-1], milestones) for name, overrides in VARIANTS.items()]
+    workers = max(1, min(len(jobs), os.cpu_count() or 1))
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        fits = list(pool.map(train, jobs))
+        points = [(fitted["variant"], int(step), point) for fitted in fits for step, point in fitted["points"].items()
+                  if int(step) in milestones]
+        scores = list(pool.map(score, [(point["model"], dataset) for _, _, point in points]))
+    rows = []
+    for (variant, step, point), scored in zip(points, scores):
+        rows.append({"variant": variant, "steps": step, "schedule steps": schedule[-1], "fit min (1 thread)": round(point["fit_s"] / 60, 1), **scored,
+                     "baseline's mean best IoU": BASELINE_CURVE.get(step)})
+    alone = {row["steps"]: row["mean best IoU"] for row in rows if row["variant"] == "box answers alone"}
+    for row in rows:
+        row["IoU vs box answers alone"] = round(row["mean best IoU"] / alone[row["steps"]], 2) if alone.get(row["steps"]) else None
+    summary = {f"{row['variant']} @ {row['steps']}": row["mean best IoU"] for row in rows}
+    notes = (f"One schedule of {schedule[-1]} steps of batches of 8 (training/configs/demo.yaml: AdamW 5e-4, 150 warm-up steps, "
+             f"cosine decay), scored at {', '.join(str(m) for m in milestones)} steps (stopped there and resumed from training.fit's "
+             f"checkpoint); the demo's model size, {train_views} training views of bench_localisation_probe, scored on its {val_views} "
+             "unseen ones. Fit minutes are cumulative, two runs side by side on the 2 cores. The baseline's column is "
+             "LOCALISATION_BASELINE.md's measured curve (a 4.3M-parameter model, AdamW 1e-3 one-cycle), not a run of this benchmark.")
+    return report.write("localisation_curve", "Learning where past 1,500 steps: box answers alone and with the position head",
+                        rows, summary, notes)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_localisation_curve", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a few steps on a few views, for a smoke run")
+    parser.add_argument("--until", type=int, help="fit and score the points up to this step only")
+    args = parser.parse_args()
+    main(quick=args.quick, until=args.until)
