@@ -26,7 +26,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from benchmarks import bench_localisation_probe as probe
-from benchmarks import data, report
+from benchmarks import report
 
 VARIANTS = {"box answers alone": {}, "+ position head": {"position_head_weight": 1.0}}
 # LOCALISATION_BASELINE.md's curve (a smaller model, AdamW 1e-3 one-cycle): steps -> mean best IoU.
@@ -34,27 +34,18 @@ BASELINE_CURVE = {1500: 0.16, 3000: 0.29, 5000: 0.40}
 TIMES = "curve_fit_time.json"  # fit seconds to each scored step, kept in the run folder
 
 
-def snapshot(base: Path, checkpoint: Path, target: Path) -> Path:
-    """The model of a fit checkpoint as a checkpoint folder the backend loads: the base's
-    processor and config with the checkpoint's trained weights, the training-only heads left out."""
-    from safetensors.torch import load_file
-    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+def fit_until(settings, step: int) -> None:
+    """training.fit, stopped once it has trained `step` steps (it then writes that step's
+    checkpoint and raises Cancelled) or at the end of its schedule."""
+    from training.fit import fit
 
-    from backend.atomic import staged_folder
-    from training.checkpoints import TRAINABLE_FILE
-    from training.dense_head import ATTRIBUTE as DENSE_HEAD
-    from training.position_head import ATTRIBUTE as POSITION_HEAD
+    reached = 0
 
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(str(base))
-    state = {k: v for k, v in load_file(str(checkpoint / TRAINABLE_FILE)).items() if not k.startswith((DENSE_HEAD + ".", POSITION_HEAD + "."))}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    tied = {"lm_head.weight"} if model.config.get_text_config().tie_word_embeddings else set()
-    if unexpected or set(missing) - tied:
-        raise RuntimeError(f"checkpoint {checkpoint} does not fit {base}: missing {missing[:3]}, unexpected {unexpected[:3]}")
-    with staged_folder(target) as staging:
-        model.save_pretrained(staging, safe_serialization=True)
-        AutoProcessor.from_pretrained(str(base)).save_pretrained(staging)
-    return target
+    def seen(status) -> None:
+        nonlocal reached
+        reached = status.step
+
+    fit(settings, progress=seen, should_stop=lambda: reached >= step)
 
 
 def train(job: tuple) -> dict:
@@ -67,30 +58,21 @@ def train(job: tuple) -> dict:
     torch.set_num_threads(1)
     from backend.atomic import write_text
     from backend.errors import Cancelled
+    from training.checkpoints import checkpoint_name, full_model_at
     from training.config import SHIPPED_CONFIGS, load_config
-    from training.fit import FitSettings, fit
+    from training.fit import FitSettings
 
     config = load_config(SHIPPED_CONFIGS / "demo.yaml", {**overrides, "max_steps": schedule, "eval_every": 0, "val_samples": 16,
                                                    "val_ap_samples": 0, "save_every": 500, "log_every": 50})
     times_file = out / TIMES
     times = json.loads(times_file.read_text()) if times_file.is_file() else {}
-    for milestone in milestones:
-        if str(milestone) in times:
-            continue
-        reached = {"step": 0}
-
-        def seen(status, reached=reached):
-            reached["step"] = status.step
-
+    for milestone in (m for m in milestones if str(m) not in times):
         started = time.monotonic()
         try:
-            fit(FitSettings(str(model), str(dataset), str(out), config), progress=seen,
-                should_stop=lambda reached=reached, milestone=milestone: reached["step"] >= milestone)
+            fit_until(FitSettings(str(model), str(dataset), str(out), config), milestone)
             folder = out / "model"
-        except Cancelled:
-            from training.checkpoints import checkpoint_name
-
-            folder = snapshot(model, out / "checkpoints" / checkpoint_name(milestone), out / f"model-{milestone}")
+        except Cancelled:  # stopped at the milestone, its checkpoint written
+            folder = full_model_at(model, out / "checkpoints" / checkpoint_name(milestone), out / f"model-{milestone}")
         fitted_before = max((t["fit_s"] for t in times.values()), default=0.0)
         times[str(milestone)] = {"fit_s": fitted_before + time.monotonic() - started, "model": str(folder)}
         write_text(times_file, json.dumps(times, indent=2))
@@ -106,20 +88,12 @@ def score(job: tuple) -> dict:
 
 
 def main(quick: bool = False, until: int | None = None) -> dict:
-    schedule, train_views, val_views = ((5, 10, 15), 200, 8) if quick else (tuple(BASELINE_CURVE), 12000, 96)
+    schedule = (5, 10, 15) if quick else tuple(BASELINE_CURVE)
     milestones = tuple(m for m in schedule if until is None or m <= until)
     if not milestones:
         raise SystemExit(f"--until {until} is before the first scored step, {schedule[0]}")
-    # The probe's data and initial weights, made by bench_localisation_probe's seeds if not there.
-    root = data.DATA / ("localisation_probe_quick" if quick else "localisation_probe")
-    dataset = root / "data"
-    if not (dataset / "val" / "truth.json").exists():
-        probe.write_split(dataset, "train", train_views, seed=1)
-        probe.write_split(dataset, "val", val_views, seed=2)
-    model = root / "scratch"
-    if not (model / "config.json").exists():
-        corpus = [json.loads(line)["messages"][-1]["content"] for line in (dataset / "train" / "conversations.jsonl").read_text().splitlines()[:500]]
-        probe.scratch_model(root, corpus)
+    train_views, val_views = probe.views(quick)
+    root, dataset, model = probe.setting(quick)
     jobs = [(name, overrides, model, dataset, root / "curve" / probe.run_name(name), schedule[-1], milestones) for name, overrides in VARIANTS.items()]
     workers = max(1, min(len(jobs), os.cpu_count() or 1))
     with ProcessPoolExecutor(max_workers=workers) as pool:

@@ -181,17 +181,31 @@ def column_r2(model_dir: Path, dataset: Path) -> float:
     return position_head.column_r2(model, inputs)
 
 
-def main(quick: bool = False) -> dict:
-    steps, train_views, val_views = (20, 200, 8) if quick else (1500, 12000, 96)
+def views(quick: bool) -> tuple[int, int]:
+    """Training and validation views of the setting."""
+    return (200, 8) if quick else (12000, 96)
+
+
+def setting(quick: bool) -> tuple[Path, Path, Path]:
+    """(work folder, dataset, initial weights) of the probe, made once from fixed seeds and kept
+    in benchmarks/data (bench_localisation_curve trains on the same)."""
+    train_views, val_views = views(quick)
     root = data.DATA / ("localisation_probe_quick" if quick else "localisation_probe")
     dataset = root / "data"
     if not (dataset / "val" / "truth.json").exists():
         write_split(dataset, "train", train_views, seed=1)
         write_split(dataset, "val", val_views, seed=2)
-    corpus = [json.loads(line)["messages"][-1]["content"] for line in (dataset / "train" / "conversations.jsonl").read_text().splitlines()[:500]]
     model = root / "scratch"
     if not (model / "config.json").exists():
+        corpus = [json.loads(line)["messages"][-1]["content"] for line in (dataset / "train" / "conversations.jsonl").read_text().splitlines()[:500]]
         scratch_model(root, corpus)
+    return root, dataset, model
+
+
+def main(quick: bool = False) -> dict:
+    steps = 20 if quick else 1500
+    train_views, val_views = views(quick)
+    root, dataset, model = setting(quick)
     jobs = [(name, overrides, model, dataset, root / "runs" / run_name(name), steps) for name, overrides in VARIANTS.items()]
     with ProcessPoolExecutor(max_workers=max(1, min(len(jobs), (os.cpu_count() or 1)))) as pool:
         fits = list(pool.map(train, jobs))

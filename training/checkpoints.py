@@ -141,6 +141,36 @@ def save_checkpoint(accelerator, out: Path, step: int, trainer_state: dict, keep
     return target
 
 
+def without_training_heads(state: dict) -> dict:
+    """The weights a saved model keeps: the training-only heads (training.dense_head,
+    training.position_head) left out, so the result is a plain Qwen2.5-VL."""
+    from training.dense_head import ATTRIBUTE as DENSE_HEAD
+    from training.position_head import ATTRIBUTE as POSITION_HEAD
+
+    heads = (DENSE_HEAD + ".", POSITION_HEAD + ".")
+    return {name: value for name, value in state.items() if not name.startswith(heads)}
+
+
+def full_model_at(base: str | Path, checkpoint: Path, target: Path) -> Path:
+    """The model of a full fine-tuning checkpoint as a checkpoint folder the backend loads (the
+    base's config and processor, the checkpoint's weights): a run scored mid-schedule."""
+    from safetensors.torch import load_file
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    from backend.atomic import staged_folder
+
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(str(base))
+    missing, unexpected = model.load_state_dict(without_training_heads(load_file(str(Path(checkpoint) / TRAINABLE_FILE))), strict=False)
+    tied = {"lm_head.weight"} if model.config.get_text_config().tie_word_embeddings else set()
+    if unexpected or set(missing) - tied:
+        raise UserError(f"checkpoint {checkpoint} does not hold the whole of {base} (missing {missing[:3]}, unexpected {unexpected[:3]}).",
+                        "Give a checkpoint of a full fine-tuning run of this base model; a LoRA run's is its adapter.")
+    with staged_folder(target) as staging:
+        model.save_pretrained(staging, safe_serialization=True)
+        AutoProcessor.from_pretrained(str(base)).save_pretrained(staging)
+    return Path(target)
+
+
 def load_checkpoint(accelerator, path: Path) -> dict:
     accelerator.load_state(str(path))
     return json.loads((Path(path) / STATE_FILE).read_text())

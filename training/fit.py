@@ -36,12 +36,11 @@ from training.checkpoints import (
     register_trainable_only,
     remove_unfinished,
     save_checkpoint,
+    without_training_heads,
 )
 from training.config import RESUMABLE_CHANGES, FitConfig, load_config, parse_overrides
 from training.data import Collator, DatasetSpec, Mixture, conversations_file, parse_data_spec
-from training.dense_head import ATTRIBUTE as DENSE_HEAD
 from training.dense_head import attach as attach_dense_head
-from training.position_head import ATTRIBUTE as POSITION_HEAD
 from training.position_head import attach as attach_position_head
 from training.run_folder import (
     METRICS_FILE,
@@ -257,7 +256,7 @@ def _save_result(settings: FitSettings, accelerator, model, processor, out: Path
     """adapter/ (LoRA) or model/ (full), written atomically by the main process, declaring the
     detection classes it was trained on (backend.model_defaults) when its data had detection."""
     state_dict = accelerator.get_state_dict(model)  # gathers shards under ZeRO-3 / FSDP
-    state_dict = {k: v for k, v in state_dict.items() if not k.startswith((DENSE_HEAD + ".", POSITION_HEAD + "."))}  # training only
+    state_dict = without_training_heads(state_dict)
     unwrapped = accelerator.unwrap_model(model)
     folder = out / ("model" if settings.config.method == "full" else "adapter")
     if accelerator.is_main_process:

@@ -197,12 +197,12 @@ def test_cancel_writes_a_checkpoint_and_the_rerun_matches_an_uninterrupted_one(t
 def test_a_checkpoint_scored_mid_run_is_the_model_fit_writes_at_that_step(tiny_checkpoint, exported, tmp_path):
     """benchmarks/bench_localisation_curve scores the model of a checkpoint mid-schedule: it must be
     the model fit itself would write there, training-only head left out."""
-    from benchmarks.bench_localisation_curve import snapshot
+    from training.checkpoints import full_model_at
 
     data, _ = exported
     out = tmp_path / "run"
     fit(settings(tiny_checkpoint, data, out, method="full", max_steps=3, save_every=3, position_head_weight=1.0, val_ap_samples=0))
-    model = snapshot(tiny_checkpoint, out / "checkpoints" / "step-0000003", tmp_path / "snapshot")
+    model = full_model_at(tiny_checkpoint, out / "checkpoints" / "step-0000003", tmp_path / "snapshot")
     assert_same_weights(out / "model", model)
     assert not any(key.startswith("position_head") for key in weights(model))
     assert not weights(model)["lm_head.weight"].equal(weights(tiny_checkpoint)["lm_head.weight"])  # trained, not the base
