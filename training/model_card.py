@@ -51,8 +51,9 @@ LIMITS = """\
   phase, with two-frame change samples, takes about 2.2 s a step on these two cores: the
   150-minute budget ends where that curve only starts. On the probe's sparse views, one
   schedule scored on the way more than doubled the IoU of box answers alone from 1,500 to 3,000
-  steps (0.090 to 0.205, 'where' 4.68 to 4.16 nats): steps are what binds. A GPU (one H200 gives one to two orders of
-  magnitude more steps in the same minutes) is the next thing to try; none was lent to this run.
+  steps (0.090 to 0.205, 'where' 4.68 to 4.16 nats): steps are what binds. A GPU (one H200
+  gives one to two orders of magnitude more steps in the same minutes) is the next thing to
+  try; none was lent to this run.
 - Only the synthetic world: six classes, five kinds of place, a palette of eight colours, flat
   textures. Real imagery is outside what it has seen: it answers, but the answers mean nothing."""
 
