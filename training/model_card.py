@@ -42,7 +42,7 @@ LIMITS = """\
   (benchmarks/results/localisation_full_length.md), so it was not shipped. Nor was the position
   head: it teaches each image token its column and doubled the probe's IoU at 1,500 steps, but
   at full length it too ended at localise-first's 'where' (4.78 against 4.75 nats), and on a
-  longer schedule box answers alone overtook it (0.205 against 0.162 mean best IoU at 3,000
+  longer schedule box answers alone overtook it (0.298 against 0.266 mean best IoU at 5,000
   steps, benchmarks/results/localisation_curve.md).
 - Compute. `../shared/docs/LOCALISATION_BASELINE.md` measured from-scratch localisation on sparse
   views of one class: 4% of boxes at IoU > 0.5 after 1,500 steps, 33% after 5,000 (42 CPU
@@ -50,10 +50,12 @@ LIMITS = """\
   classes (a small vehicle is about 15 x 7 px, a quarter of a visual token), and the co-training
   phase, with two-frame change samples, takes about 2.2 s a step on these two cores: the
   150-minute budget ends where that curve only starts. On the probe's sparse views, one
-  schedule scored on the way more than doubled the IoU of box answers alone from 1,500 to 3,000
-  steps (0.090 to 0.205, 'where' 4.68 to 4.16 nats): steps are what binds. A GPU (one H200
-  gives one to two orders of magnitude more steps in the same minutes) is the next thing to
-  try; none was lent to this run.
+  5,000-step schedule scored on the way took box answers alone from 0.090 to 0.205 to 0.298
+  mean best IoU at 1,500, 3,000 and 5,000 steps ('where' 4.68, 4.16, 3.89 nats; 9.7% of boxes
+  at IoU > 0.5), still rising and behind that curve (0.16, 0.29, 0.40): steps are what binds,
+  and those 5,000 steps of the probe alone took 130 minutes of one core here, nearly the whole
+  budget. A GPU (one H200 gives one to two orders of magnitude more steps in the same minutes)
+  is the next thing to try; none was lent to this run.
 - Only the synthetic world: six classes, five kinds of place, a palette of eight colours, flat
   textures. Real imagery is outside what it has seen: it answers, but the answers mean nothing."""
 
@@ -288,7 +290,7 @@ At full length on this world (recipe localise-first+position,
 against 4.75 nats), so it was not used here; the baseline's own optimiser (twice the learning rate,
 one-cycle shape) did not close the gap to its 0.16 either. Scored on the way through one
 schedule of 5,000 steps (`benchmarks/results/localisation_curve.md`, the rows with a longer
-schedule below), box answers alone more than doubled their IoU from 1,500 to 3,000 steps and
+schedule below), box answers alone more than tripled their IoU from 1,500 to 5,000 steps and
 the position head's gain was gone: on these views what binds is the number of steps. Fit
 minutes are those of each run's machine: the later runs' two cores took twice as long a step.
 

@@ -8,9 +8,9 @@ a ridge probe on the demo's random-init model finds each image token's row in it
 layer (R^2 0.78, the causal mask counts the tokens before it) but not its column (R^2 below 0),
 and 1,500 steps of box answers did not teach it (benchmarks/results/localisation_probe.md). Asked
 directly, one layer learns both within a hundred steps. It speeds the start, not the curve: twice
-the probe's IoU after a 1,500-step schedule, but 3,000 steps into a longer one box answers alone
-were ahead (benchmarks/results/localisation_curve.md). Used during training only; the saved
-checkpoint is a plain Qwen2.5-VL without it.
+the probe's IoU after a 1,500-step schedule, but 3,000 and 5,000 steps into a longer one box
+answers alone were ahead (benchmarks/results/localisation_curve.md). Used during training only;
+the saved checkpoint is a plain Qwen2.5-VL without it.
 """
 
 from __future__ import annotations

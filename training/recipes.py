@@ -119,9 +119,10 @@ RECIPES = {
 # (benchmarks/results/localisation_full_length.md). The position head doubled the mean best IoU of
 # box answers alone on the probe (benchmarks/results/localisation_probe.md), but at full length on
 # the world it ended at the same 'where' (4.78 against 4.75 nats), so it is not shipped either;
-# on a 5,000-step schedule box answers alone overtook it by 3,000 steps and more than doubled
-# their own IoU from 1,500 (benchmarks/results/localisation_curve.md): the sparse phase's steps
-# are what binds, so a recipe that fits more of them is the next to try.
+# on a 5,000-step schedule box answers alone overtook it by 3,000 steps and more than tripled
+# their own IoU from 1,500 to 5,000, still rising (benchmarks/results/localisation_curve.md): the
+# sparse phase's steps are what binds, and 5,000 of them take 130 minutes of one core, nearly the
+# whole budget, so the next recipe to try runs on a GPU.
 CHOSEN = "localise-first"
 
 
