@@ -59,11 +59,9 @@ def train(job: tuple) -> dict:
     from backend.atomic import write_text
     from backend.errors import Cancelled
     from training.checkpoints import checkpoint_name, full_model_at
-    from training.config import SHIPPED_CONFIGS, load_config
     from training.fit import FitSettings
 
-    config = load_config(SHIPPED_CONFIGS / "demo.yaml", {**overrides, "max_steps": schedule, "eval_every": 0, "val_samples": 16,
-                                                   "val_ap_samples": 0, "save_every": 500, "log_every": 50})
+    config = probe.fit_config(overrides, schedule, save_every=500)
     times_file = out / TIMES
     times = json.loads(times_file.read_text()) if times_file.is_file() else {}
     for milestone in (m for m in milestones if str(m) not in times):

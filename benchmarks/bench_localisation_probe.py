@@ -110,6 +110,18 @@ def run_name(variant: str) -> str:
     return re.sub(r"\W+", "_", variant.replace("+", "with")).strip("_")
 
 
+def fit_config(overrides: dict, steps: int, save_every: int):
+    """The demo's fit settings (training/configs/demo.yaml) with a variant's overrides, for a
+    schedule of `steps`; a variant's `warmup_share` becomes warm-up steps of that schedule."""
+    from training.config import SHIPPED_CONFIGS, load_config
+
+    overrides = dict(overrides)
+    if "warmup_share" in overrides:
+        overrides["warmup_steps"] = round(overrides.pop("warmup_share") * steps)
+    return load_config(SHIPPED_CONFIGS / "demo.yaml", {**overrides, "max_steps": steps, "eval_every": 0, "val_samples": 16,
+                                                   "val_ap_samples": 0, "save_every": save_every, "log_every": 50})
+
+
 def train(job: tuple) -> dict:
     """One variant's fit (a process of its own, one thread); a variant already fitted is reused."""
     name, overrides, model, dataset, out, steps = job
@@ -118,14 +130,9 @@ def train(job: tuple) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from training.config import SHIPPED_CONFIGS, load_config
     from training.fit import FitSettings, fit
 
-    overrides = dict(overrides)
-    if "warmup_share" in overrides:
-        overrides["warmup_steps"] = round(overrides.pop("warmup_share") * steps)
-    config = load_config(SHIPPED_CONFIGS / "demo.yaml", {**overrides, "max_steps": steps, "eval_every": 0, "val_samples": 16,
-                                                   "val_ap_samples": 0, "save_every": steps, "log_every": 50})
+    config = fit_config(overrides, steps, save_every=steps)
     started = time.monotonic()
     summary = fit(FitSettings(str(model), str(dataset), str(out), config))
     fitted = {"variant": name, "fit_s": time.monotonic() - started, "val_loss": summary.get("val_loss")}
