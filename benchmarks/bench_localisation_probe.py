@@ -99,12 +99,6 @@ def write_split(root: Path, split: str, count: int, seed: int) -> list:
     return truths
 
 
-def scratch_model(root: Path, corpus: list[str]) -> Path:
-    from training.scratch import build_checkpoint
-
-    return build_checkpoint(root / "scratch", "demo", seed=0, extra_corpus=corpus)
-
-
 def run_name(variant: str) -> str:
     """A variant's run folder: its name in letters, digits and underscores."""
     return re.sub(r"\W+", "_", variant.replace("+", "with")).strip("_")
@@ -193,19 +187,22 @@ def views(quick: bool) -> tuple[int, int]:
     return (200, 8) if quick else (12000, 96)
 
 
-def setting(quick: bool) -> tuple[Path, Path, Path]:
-    """(work folder, dataset, initial weights) of the probe, made once from fixed seeds and kept
-    in benchmarks/data (bench_localisation_curve trains on the same)."""
+def setting(quick: bool, size: str = "demo") -> tuple[Path, Path, Path]:
+    """(work folder, dataset, initial weights of a training.scratch size) of the probe, made once
+    from fixed seeds and kept in benchmarks/data (bench_localisation_curve trains on the same).
+    Every size gets the same tokenizer, trained on the same answers."""
+    from training.scratch import build_checkpoint
+
     train_views, val_views = views(quick)
     root = data.DATA / ("localisation_probe_quick" if quick else "localisation_probe")
     dataset = root / "data"
     if not (dataset / "val" / "truth.json").exists():
         write_split(dataset, "train", train_views, seed=1)
         write_split(dataset, "val", val_views, seed=2)
-    model = root / "scratch"
+    model = root / ("scratch" if size == "demo" else f"scratch-{size}")
     if not (model / "config.json").exists():
         corpus = [json.loads(line)["messages"][-1]["content"] for line in (dataset / "train" / "conversations.jsonl").read_text().splitlines()[:500]]
-        scratch_model(root, corpus)
+        build_checkpoint(model, size, seed=0, extra_corpus=corpus)
     return root, dataset, model
 
 

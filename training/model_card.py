@@ -54,8 +54,12 @@ LIMITS = """\
   mean best IoU at 1,500, 3,000 and 5,000 steps ('where' 4.68, 4.16, 3.89 nats; 9.7% of boxes
   at IoU > 0.5), still rising and behind that curve (0.16, 0.29, 0.40): steps are what binds,
   and those 5,000 steps of the probe alone took 130 minutes of one core here, nearly the whole
-  budget. A GPU (one H200 gives one to two orders of magnitude more steps in the same minutes)
-  is the next thing to try; none was lent to this run.
+  budget. The baseline's smaller model is not what its curve comes from: its 4 x 192 language
+  model took a step about 1.4 times faster but reached 0.046 and 0.112 at 1,500 and 3,000
+  steps, and 0.030 and 0.047 with the baseline's optimiser, behind the demo's size at equal
+  steps and at equal minutes (0.112 in 60 minutes against 0.090 in 42 and 0.205 in 81). A GPU
+  (one H200 gives one to two orders of magnitude more steps in the same minutes) is the next
+  thing to try; none was lent to this run.
 - Only the synthetic world: six classes, five kinds of place, a palette of eight colours, flat
   textures. Real imagery is outside what it has seen: it answers, but the answers mean nothing."""
 
@@ -291,7 +295,9 @@ against 4.75 nats), so it was not used here; the baseline's own optimiser (twice
 one-cycle shape) did not close the gap to its 0.16 either. Scored on the way through one
 schedule of 5,000 steps (`benchmarks/results/localisation_curve.md`, the rows with a longer
 schedule below), box answers alone more than tripled their IoU from 1,500 to 5,000 steps and
-the position head's gain was gone: on these views what binds is the number of steps. Fit
+the position head's gain was gone: on these views what binds is the number of steps. The
+baseline's smaller language model (4 x 192, training.scratch size baseline) learnt less per step
+and per minute, with the demo's optimiser and with its own. Fit
 minutes are those of each run's machine: the later runs' two cores took twice as long a step.
 
 {_probe_table(probe, curve)}

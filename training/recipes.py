@@ -122,7 +122,8 @@ RECIPES = {
 # on a 5,000-step schedule box answers alone overtook it by 3,000 steps and more than tripled
 # their own IoU from 1,500 to 5,000, still rising (benchmarks/results/localisation_curve.md): the
 # sparse phase's steps are what binds, and 5,000 of them take 130 minutes of one core, nearly the
-# whole budget, so the next recipe to try runs on a GPU.
+# whole budget; the baseline's smaller language model steps faster but learns less per minute
+# (the same benchmark), so the next recipe to try runs on a GPU.
 CHOSEN = "localise-first"
 
 

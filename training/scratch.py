@@ -143,6 +143,9 @@ SIZES = {
     # The demo's vision tower with a deeper, wider language model (about 13M parameters, 52 MB):
     # whether reading a position off the image tokens and spelling it is short of capacity.
     "demo-deep": replace(DEMO, text_hidden=320, text_layers=8, text_heads=5, text_kv_heads=1, text_intermediate=960),
+    # LOCALISATION_BASELINE's model (language model 4 layers x 192, the demo's vision tower; about
+    # 4.6M parameters): whether the demo's wider language model is why it learns 'where' more slowly.
+    "baseline": replace(DEMO, text_hidden=192, text_heads=3, text_kv_heads=1, text_intermediate=512),
 }
 
 
